@@ -26,6 +26,7 @@ _I = re.IGNORECASE
 _SENTENCE_RE = re.compile(r"(?:[^.!?\n]|\.(?=\S))+[.!?]*")
 _CLAUSE = r"(?P<v>[^,;:!?.\n]{1,80})"
 _CUT_RE = re.compile(r"\s+(?:and|but|so|because|though|although|who|which|btw)\b.*$", _I)
+_TRAILING_RE = re.compile(r"\s+(?:now|currently|nowadays|these days|at the moment|today|too|as well)$", _I)
 _QUOTES = " \t\"'`“”‘’"
 
 _NAME_RES = (
@@ -48,9 +49,7 @@ _OCCUPATION_RES = (
     re.compile(r"\bi work as\s+(?:a\s+|an\s+)?" + _CLAUSE, _I),
     re.compile(r"\bmy (?:job|occupation|profession) is\s+(?:a\s+|an\s+)?" + _CLAUSE, _I),
 )
-_FAVORITE_RE = re.compile(
-    r"\bmy (?:favou?rite|fav) (?P<k>[a-z]+(?: [a-z]+){0,2}?)(?: is|'s| are)\s+" + _CLAUSE, _I
-)
+_FAVORITE_RE = re.compile(r"\bmy (?:favou?rite|fav) (?P<k>[a-z]+(?: [a-z]+){0,2}?)(?: is|'s| are)\s+" + _CLAUSE, _I)
 _MEMO_RE = re.compile(
     r"(?:^|,\s*|\band\s+)(?:please\s+|can you\s+|could you\s+|would you\s+|will you\s+)?"
     r"(?:remember|don't forget|do not forget|keep in mind|note)\s+(?:that\s+)?:?\s*(?P<v>[^?!\n]{1,200})",
@@ -112,9 +111,7 @@ class UserFacts:
 
     def is_empty(self) -> bool:
         """Return True when nothing is known about the user."""
-        return not any(
-            (self.name, self.location, self.origin, self.age, self.occupation, self.favorites, self.memos)
-        )
+        return not any((self.name, self.location, self.origin, self.age, self.occupation, self.favorites, self.memos))
 
     def absorb(self, text: str) -> tuple[list[str], list[str]]:
         """Update from one user message; return ``(facts learned, memos learned)`` as phrases."""
@@ -214,9 +211,7 @@ def compose_reply(messages: Sequence[Any], scan_limit: int = SCAN_LIMIT) -> str:
     parts.extend(answers)
     if greeting and len(parts) == 1:
         parts.append(
-            "What can I do for you today?"
-            if facts.name
-            else "What's your name? You can tell me with 'my name is ...'."
+            "What can I do for you today?" if facts.name else "What's your name? You can tell me with 'my name is ...'."
         )
     if not parts:
         parts.append(
@@ -236,21 +231,25 @@ def _answers(sentences: Sequence[str], facts: UserFacts) -> list[str]:
         if _Q_MEMO_RE.search(sentence):
             found["memos"] = _memo_answer(facts)
         if _Q_NAME_RE.search(sentence):
-            found["name"] = f"Your name is {facts.name}." if facts.name else _unknown("your name", "my name is Ana")
+            found["name"] = f"Your name is {facts.name}." if facts.name else _unknown("your name", "my name is ...")
         if _Q_ORIGIN_RE.search(sentence):
             found["origin"] = _origin_answer(facts)
         elif _Q_LOCATION_RE.search(sentence):
             found["location"] = _location_answer(facts)
         if _Q_AGE_RE.search(sentence):
-            found["age"] = f"You are {facts.age} years old." if facts.age else _unknown("your age", "I am 32 years old")
+            found["age"] = (
+                f"You are {facts.age} years old." if facts.age else _unknown("your age", "I am ... years old")
+            )
         if _Q_OCCUPATION_RE.search(sentence):
             found["occupation"] = (
-                f"You are {facts.occupation}." if facts.occupation else _unknown("what you do", "I'm a teacher")
+                f"You are {facts.occupation}." if facts.occupation else _unknown("what you do", "I'm a ...")
             )
         for match in _Q_FAVORITE_RE.finditer(sentence):
             key, value = _lookup_favorite(facts, match.group("k"))
             found[f"favorite:{key}"] = (
-                f"Your favorite {key} is {value}." if value else _unknown(f"your favorite {key}", f"my favorite {key} is ...")
+                f"Your favorite {key} is {value}."
+                if value
+                else _unknown(f"your favorite {key}", f"my favorite {key} is ...")
             )
         if not found and _Q_SUMMARY_RE.search(sentence):
             found["summary"] = _summary_answer(facts)
@@ -268,7 +267,7 @@ def _first_value(patterns: Sequence[re.Pattern[str]], sentence: str) -> str | No
 
 
 def _clean_value(raw: str) -> str:
-    return _CUT_RE.sub("", raw.strip()).strip(_QUOTES)
+    return _TRAILING_RE.sub("", _CUT_RE.sub("", raw.strip())).strip(_QUOTES)
 
 
 def _normalize_key(raw: str) -> str:
@@ -303,7 +302,7 @@ def _location_answer(facts: UserFacts) -> str:
         return f"You live in {facts.location}."
     if facts.origin:
         return f"I don't know where you live, but you told me you are from {facts.origin}."
-    return _unknown("where you live", "I live in Lisbon")
+    return _unknown("where you live", "I live in ...")
 
 
 def _origin_answer(facts: UserFacts) -> str:
@@ -311,7 +310,7 @@ def _origin_answer(facts: UserFacts) -> str:
         return f"You are from {facts.origin}."
     if facts.location:
         return f"I don't know where you are from, but you live in {facts.location}."
-    return _unknown("where you are from", "I'm from Porto")
+    return _unknown("where you are from", "I'm from ...")
 
 
 def _lookup_favorite(facts: UserFacts, raw_key: str) -> tuple[str, str | None]:

@@ -79,7 +79,6 @@ class OfflineResponder:
         yield from chunk_words(self.invoke(messages))
 
 
-
 class OpenAIResponder:
     """Streams replies from an OpenAI-compatible ``/chat/completions`` endpoint."""
 
@@ -165,7 +164,9 @@ class OpenAIResponder:
             out.append({"role": "system", "content": self.system_prompt})
         for message in messages:
             role = message_role(message)
-            out.append({"role": role if role in ("user", "assistant", "system") else "user", "content": message_text(message)})
+            out.append(
+                {"role": role if role in ("user", "assistant", "system") else "user", "content": message_text(message)}
+            )
         return out
 
     def _parse_sse(self, response: httpx.Response) -> Iterator[str]:
@@ -228,11 +229,15 @@ class OpenAIResponder:
                 f"(most servers expect it to end in /v1) and OPENAI_MODEL ({self.model!r})."
             )
         elif code == 429:
-            message = f"{where} is rate-limiting us or the quota is exhausted (HTTP 429). Wait and retry, or check your plan."
+            message = (
+                f"{where} is rate-limiting us or the quota is exhausted (HTTP 429). Wait and retry, or check your plan."
+            )
         elif code >= 500:
             message = f"{where} had an internal error (HTTP {code}). Try again later or check the server's logs."
         else:
-            message = f"{where} rejected the request (HTTP {code}). Check OPENAI_MODEL ({self.model!r}) and OPENAI_BASE_URL."
+            message = (
+                f"{where} rejected the request (HTTP {code}). Check OPENAI_MODEL ({self.model!r}) and OPENAI_BASE_URL."
+            )
         if detail:
             message += f" Server said: {detail}"
         logger.warning("model server error: HTTP %d from %s", code, self.host)

@@ -97,7 +97,7 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10.0) -> ConnectionPool:
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> ConnectionPool:
     """Check ``url`` and open a pool on it; the caller owns (and closes) the pool."""
     check_connection(url)
     pool = ConnectionPool(

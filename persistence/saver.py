@@ -12,7 +12,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -23,14 +23,14 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    get_checkpoint_id,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from persistence.db import describe_url, open_pool, scrub
+from persistence.db import _first_line, describe_url, open_pool, scrub
 from persistence.errors import (
+    CorruptBackup,
     DatabaseUnavailable,
     HybridSaverError,
     InvalidValue,
@@ -45,6 +45,7 @@ DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
 #: PostgreSQL refuses a bytea over 1 GB; refuse such values at ``put`` instead of at backup.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
+POOL_TIMEOUT = 5.0
 
 _DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
 
@@ -95,6 +96,8 @@ class RestoreResult:
     thread_id: str | None
     threads: int
     checkpoints: int
+    #: rows left out because they could not be decoded (``on_damage="skip"``)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -144,9 +147,7 @@ class HybridSaver(InMemorySaver):
 
             backup_interval = check_interval(backup_interval)
         if isinstance(retention, bool) or not isinstance(retention, int) or retention < 2:
-            raise ValueError(
-                f"retention={retention!r}: keep at least 2 generations so a restore can always be undone."
-            )
+            raise ValueError(f"retention={retention!r}: keep at least 2 generations so a restore can always be undone.")
         super().__init__(serde=serde)
         self.pool = pool
         self.conninfo = conninfo or pool.conninfo
@@ -164,6 +165,8 @@ class HybridSaver(InMemorySaver):
         self.loaded_generation: int | None = None
         self._listeners: list[Callable[[BackupRun], None]] = []
         self.scheduler: Any = None
+        self.attached = False
+        self.attach_error: str | None = None
         if start:
             self._start(backup_interval, handle_signals)
 
@@ -187,7 +190,25 @@ class HybridSaver(InMemorySaver):
             DatabaseUnavailable: ``url`` is malformed or the database cannot be reached.
             StoreLocked: another live saver owns this store.
         """
-        pool = open_pool(url, max_size=pool_size)
+        allow_offline = bool(kwargs.pop("allow_offline", False))
+        handle_signals = kwargs.get("handle_signals", True)
+        offline_error: DatabaseUnavailable | None = None
+        try:
+            pool = open_pool(url, max_size=pool_size)
+        except DatabaseUnavailable as exc:
+            if not allow_offline:
+                raise
+            offline_error = exc
+            pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                open=False,
+                timeout=POOL_TIMEOUT,
+                kwargs={"connect_timeout": 5},
+                name="hybrid-saver",
+            )
+            pool.open(wait=False)
         try:
             saver = cls(
                 pool,
@@ -199,13 +220,33 @@ class HybridSaver(InMemorySaver):
                 **{k: v for k, v in kwargs.items() if k != "start"},
             )
             saver._owns_pool = True
-            saver._start(backup_interval, kwargs.get("handle_signals", True))
+            if offline_error is not None:
+                saver.attach_error = str(offline_error)
+                logger.warning("starting offline, serving from memory: %s", offline_error)
+            saver._start(backup_interval, handle_signals, allow_offline=allow_offline)
         except BaseException:
             pool.close()
             raise
         return saver
 
-    def _start(self, backup_interval: float | None, handle_signals: bool) -> None:
+    def _start(self, backup_interval: float | None, handle_signals: bool, allow_offline: bool = False) -> None:
+        if self.attach_error is None:
+            try:
+                self._attach()
+            except DatabaseUnavailable as exc:
+                if not allow_offline:
+                    raise
+                self.attach_error = str(exc)
+                logger.warning("starting offline, serving from memory: %s", exc)
+        if backup_interval is not None:
+            from persistence.scheduler import BackupScheduler
+
+            self.scheduler = BackupScheduler(self, backup_interval)
+            self.scheduler.start()
+        _register_exit(self, handle_signals)
+
+    def _attach(self) -> None:
+        """Set up the store, take its lock and load the newest generation (merged under memory)."""
         try:
             self.store.setup()
             self.store.acquire(self.conninfo)
@@ -213,7 +254,10 @@ class HybridSaver(InMemorySaver):
             if gen is not None:
                 snap = self.store.load()
                 with self.lock:
-                    self._replace_all(snap)
+                    if any(self.storage.values()) or self.writes or self.blobs or len(self._dirty):
+                        self._merge_under(snap)
+                    else:
+                        self._replace_all(snap)
                 self.loaded_generation = gen
                 logger.info(
                     "loaded generation %s: %s threads, %s checkpoints", gen, len(snap.storage), snap.checkpoints
@@ -228,15 +272,41 @@ class HybridSaver(InMemorySaver):
             self.store.release()
             raise DatabaseUnavailable(
                 f"No permission to create or use schema {self.store.schema!r} on {describe_url(self.conninfo)}: "
-                f"{scrub(str(exc).strip(), self.conninfo)}. Grant CREATE on the database (or USAGE and CREATE on "
-                "the schema) to this user, or pass another schema."
+                f"{_first_line(scrub(str(exc), self.conninfo))}. Grant CREATE on the database (or USAGE and "
+                "CREATE on the schema) to this user, or pass another schema."
             ) from None
-        if backup_interval is not None:
-            from persistence.scheduler import BackupScheduler
+        self.attached = True
+        self.attach_error = None
 
-            self.scheduler = BackupScheduler(self, backup_interval)
-            self.scheduler.start()
-        _register_exit(self, handle_signals)
+    def _merge_under(self, snap: Snapshot) -> None:
+        """Add the stored state under what memory already holds (memory wins). Caller holds the lock."""
+        d = self._dirty
+        for tid, namespaces in snap.storage.items():
+            if tid in d.deleted_threads:
+                continue
+            for ns, cps in namespaces.items():
+                mem = self.storage[tid].setdefault(ns, {})
+                for cid, entry in cps.items():
+                    if cid in mem:
+                        _mark(d.checkpoints, (tid, ns, cid), True)
+                    else:
+                        mem[cid] = entry
+        for outer, inner in snap.writes.items():
+            if outer[0] in d.deleted_threads:
+                continue
+            mem_w = self.writes.setdefault(outer, {})
+            for key, value in inner.items():
+                if key in mem_w:
+                    _mark(d.writes, (*outer, *key), True)
+                else:
+                    mem_w[key] = value
+        for key, value in snap.blobs.items():
+            if key[0] in d.deleted_threads:
+                continue
+            if key in self.blobs:
+                _mark(d.blobs, key, True)
+            else:
+                self.blobs[key] = value
 
     def close(self) -> None:
         """Take a final backup, stop the scheduler, release the store and close an owned pool.
@@ -650,7 +720,25 @@ class HybridSaver(InMemorySaver):
             return self._backup_locked(trigger, request_id, force)
 
     def _backup_locked(self, trigger: str, request_id: str | None, force: bool | None) -> BackupRun:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
+        if not self.attached:
+            try:
+                self._attach()
+            except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
+                self.attach_error = scrub(str(exc), self.conninfo)
+                with self.lock:
+                    pending, since = len(self._dirty), self._dirty.since
+                run = BackupRun(
+                    trigger=trigger,
+                    started_at=started,
+                    finished_at=datetime.now(UTC),
+                    generation=None,
+                    lag_seconds=time.time() - since if since is not None else 0.0,
+                    pending=pending,
+                    error=self.attach_error,
+                )
+                self._record(run, request_id, (None, None))
+                return run
         with self.lock:
             cut, changes = self._cut()
         lag = time.time() - cut.since if cut.since is not None else 0.0
@@ -675,7 +763,7 @@ class HybridSaver(InMemorySaver):
             with self.lock:
                 self._merge_back(cut)
             raise
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         if error is None and generation is not None:
             gen = self._generation_counts(generation)
             counts = gen
@@ -748,19 +836,30 @@ class HybridSaver(InMemorySaver):
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
         return self.store.generations(limit)
 
-    def restore(self, generation: int, thread_id: str | None = None) -> RestoreResult:
+    def restore(self, generation: int, thread_id: str | None = None, *, on_damage: str = "refuse") -> RestoreResult:
         """Put back the state of ``generation``, for all threads or one.
 
-        A "pre-restore" generation is taken first (the undo point), then the restored state is
-        committed as a generation of its own, so a restart after a restore comes back restored.
-        Writers wait while a restore runs.
+        The generation is read and every row decoded first; then a "pre-restore" generation is
+        taken (the undo point), and the restored state is committed as a generation of its own, so
+        a restart after a restore comes back restored. Writers wait while a restore runs.
+
+        Args:
+            generation: a kept generation (see :meth:`generations`).
+            thread_id: restore only this thread; others stay as they are.
+            on_damage: ``"refuse"`` (default) raises ``CorruptBackup`` naming the damaged rows and
+                changes nothing; ``"skip"`` restores everything else and leaves the damaged rows out.
 
         Raises:
             GenerationNotFound: the generation does not exist (memory untouched).
             ThreadNotFound: the generation does not hold ``thread_id`` (memory untouched).
+            CorruptBackup: rows of the generation cannot be decoded and ``on_damage="refuse"``.
             DatabaseUnavailable: PostgreSQL cannot be reached (memory untouched).
         """
         self._check_open()
+        if on_damage not in ("refuse", "skip"):
+            raise ValueError(f"on_damage must be 'refuse' or 'skip', got {on_damage!r}")
+        if thread_id is not None and not isinstance(thread_id, str):
+            raise InvalidValue(f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r:.80}.")
         try:
             self.store.get_generation(generation)
             if thread_id is not None and not self.store.has_thread(generation, thread_id):
@@ -768,11 +867,21 @@ class HybridSaver(InMemorySaver):
                     f"Thread {thread_id!r:.120} is not in generation {generation}. "
                     "Pick a generation that holds it (the Restore page or `python -m persistence generations`)."
                 )
+            snap = self.store.load(generation, thread_id)
         except _DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot read generation {generation} from {describe_url(self.conninfo)}: "
                 f"{scrub(str(exc), self.conninfo)}. Nothing was changed; retry when PostgreSQL is back."
             ) from None
+        damaged = self._drop_damaged(snap)
+        if damaged and on_damage == "refuse":
+            listed = ", ".join(f"thread {t!r:.60} {what}" for t, what in damaged[:10])
+            raise CorruptBackup(
+                f"Generation {generation} has {len(damaged)} damaged row(s): {listed}"
+                f"{' ...' if len(damaged) > 10 else ''}. Nothing was restored. Restore another generation, "
+                "or pass on_damage='skip' to restore everything else.",
+                damaged,
+            )
         with self._backup_lock, self.lock:
             pre = self._backup_locked("pre-restore", None, True)
             if not pre.ok:
@@ -782,7 +891,6 @@ class HybridSaver(InMemorySaver):
                 )
             try:
                 new = self.store.restore_generation(generation, trigger="restore", thread_id=thread_id)
-                snap = self.store.load(new, thread_id)
             except _DB_ERRORS as exc:
                 raise DatabaseUnavailable(
                     f"Restore of generation {generation} failed: {scrub(str(exc), self.conninfo)}. "
@@ -792,12 +900,19 @@ class HybridSaver(InMemorySaver):
                 self._replace_all(snap)
             else:
                 self._replace_thread(thread_id, snap)
-            self.store.apply_retention(self.retention)
+            if damaged:
+                self._tombstone_damaged(snap.dropped)
+                self._backup_locked("restore", None, False)
+            else:
+                try:
+                    self.store.apply_retention(self.retention)
+                except _DB_ERRORS:
+                    logger.warning("retention after restore failed; it runs again with the next backup")
         self._record(
             BackupRun(
                 trigger="restore",
                 started_at=pre.finished_at,
-                finished_at=datetime.now(timezone.utc),
+                finished_at=datetime.now(UTC),
                 generation=new,
             ),
             None,
@@ -810,7 +925,54 @@ class HybridSaver(InMemorySaver):
             thread_id=thread_id,
             threads=len(snap.storage),
             checkpoints=snap.checkpoints,
+            damaged=damaged,
         )
+
+    def _drop_damaged(self, snap: Snapshot) -> list[tuple[str, str]]:
+        """Decode every row of ``snap``; remove the ones that fail and return what they were."""
+        loads = self.serde.loads_typed
+        damaged: list[tuple[str, str]] = []
+        dropped: dict[str, list[tuple]] = {"checkpoints": [], "writes": [], "blobs": []}
+        for tid, namespaces in snap.storage.items():
+            for ns, cps in namespaces.items():
+                for cid in list(cps):
+                    checkpoint, metadata, _parent = cps[cid]
+                    try:
+                        loads(checkpoint)
+                        loads(metadata)
+                    except Exception:  # noqa: BLE001 - any decode failure means damage
+                        damaged.append((tid, f"checkpoint {cid}"))
+                        dropped["checkpoints"].append((tid, ns, cid))
+                        del cps[cid]
+        for (tid, ns, cid), inner in snap.writes.items():
+            for key in list(inner):
+                try:
+                    loads(inner[key][2])
+                except Exception:  # noqa: BLE001
+                    damaged.append((tid, f"write {key[0]}/{key[1]} of checkpoint {cid}"))
+                    dropped["writes"].append((tid, ns, cid, *key))
+                    del inner[key]
+        for key in list(snap.blobs):
+            if snap.blobs[key][0] == "empty":
+                continue
+            try:
+                loads(snap.blobs[key])
+            except Exception:  # noqa: BLE001
+                damaged.append((key[0], f"channel value {key[2]}@{key[3]}"))
+                dropped["blobs"].append(key)
+                del snap.blobs[key]
+        snap.dropped = dropped
+        return damaged
+
+    def _tombstone_damaged(self, dropped: dict[str, list[tuple]]) -> None:
+        """Mark rows left out of a restore as deleted, so the next generation drops them too."""
+        d = self._dirty
+        for table, keys in dropped.items():
+            target = getattr(d, table)
+            for key in keys:
+                _mark(target, key, True)
+        if any(dropped.values()) and d.since is None:
+            d.since = time.time()
 
     def _replace_all(self, snap: Snapshot) -> None:
         """Replace memory with ``snap`` in place (graphs may share these dicts). Caller holds the lock."""

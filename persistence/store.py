@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from persistence.errors import GenerationNotFound, HybridSaverError, StoreLocked, ThreadNotFound
+from persistence.errors import GenerationNotFound, StoreLocked, ThreadNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ class Snapshot:
     writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
     blobs: dict[tuple, tuple[str, bytes]] = field(default_factory=dict)
     bytes: int = 0
+    #: keys removed by a damage check, per table
+    dropped: dict[str, list[tuple]] = field(default_factory=dict)
 
     @property
     def checkpoints(self) -> int:
@@ -397,11 +399,9 @@ class Store:
                 for table, (keys, _payload, types) in TABLES.items():
                     tomb = changes.tombstones[table]
                     if tomb:
-                        cols = list(zip(*tomb))
+                        cols = list(zip(*tomb, strict=True))
                         key_sql = sql.SQL(", ").join(map(sql.Identifier, keys))
-                        unnest = sql.SQL(", ").join(
-                            sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types[: len(keys)]
-                        )
+                        unnest = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types[: len(keys)])
                         cur.execute(
                             sql.SQL(
                                 "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL "
@@ -415,9 +415,7 @@ class Store:
                         nbytes += self._copy_in(cur, table, rows, gen)
                         nrows += len(rows)
             counts = conn.execute(
-                self._q(
-                    "SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL"
-                )
+                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
             ).fetchone()
             conn.execute(
                 self._q(
@@ -450,9 +448,7 @@ class Store:
             return sql.SQL("deleted_gen IS NULL"), []
         return sql.SQL("added_gen <= %s AND (deleted_gen IS NULL OR deleted_gen > %s)"), [generation, generation]
 
-    def iter_rows(
-        self, table: str, generation: int | None = None, thread_id: str | None = None
-    ) -> Iterator[tuple]:
+    def iter_rows(self, table: str, generation: int | None = None, thread_id: str | None = None) -> Iterator[tuple]:
         """Yield the raw rows of ``table`` live at ``generation`` (None: the newest state)."""
         keys, payload, types = TABLES[table]
         where, params = self._live_at(generation)
@@ -568,9 +564,7 @@ class Store:
                 )
                 nrows += max(cur.rowcount, 0)
             counts = conn.execute(
-                self._q(
-                    "SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL"
-                )
+                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
             ).fetchone()
             conn.execute(
                 self._q(
@@ -655,15 +649,6 @@ class Store:
                 (self.schema,),
             ).fetchone()
         return int(row[0]) if row else 0
-
-
-def ensure_store_error(exc: BaseException) -> bool:
-    """True for the errors a backup treats as 'database unavailable, retry later'."""
-    from psycopg_pool import PoolTimeout
-
-    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)) or (
-        isinstance(exc, HybridSaverError)
-    )
 
 
 __all__ = [

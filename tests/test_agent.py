@@ -284,7 +284,7 @@ class _FakeOpenAI(ThreadingHTTPServer):
 @pytest.fixture
 def fake_openai() -> Iterator[_FakeOpenAI]:
     server = _FakeOpenAI()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server
