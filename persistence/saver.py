@@ -140,6 +140,7 @@ class HybridSaver(InMemorySaver):
         serde: SerializerProtocol | None = None,
         handle_signals: bool = True,
         start: bool = True,
+        listen: bool = True,
         max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         if backup_interval is not None:
@@ -167,6 +168,8 @@ class HybridSaver(InMemorySaver):
         self.scheduler: Any = None
         self.attached = False
         self.attach_error: str | None = None
+        self._commands: Any = None
+        self._listen = listen
         if start:
             self._start(backup_interval, handle_signals)
 
@@ -243,6 +246,11 @@ class HybridSaver(InMemorySaver):
 
             self.scheduler = BackupScheduler(self, backup_interval)
             self.scheduler.start()
+        if self._listen:
+            from persistence.remote import CommandListener
+
+            self._commands = CommandListener(self)
+            self._commands.start()
         _register_exit(self, handle_signals)
 
     def _attach(self) -> None:
@@ -317,6 +325,8 @@ class HybridSaver(InMemorySaver):
             return
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        if self._commands is not None:
+            self._commands.stop()
         try:
             run = self.backup(trigger="close")
             if not run.ok:
@@ -826,6 +836,15 @@ class HybridSaver(InMemorySaver):
             except Exception:  # noqa: BLE001 - a listener must not break backups
                 logger.exception("backup listener failed")
 
+    def log_failed_command(self, trigger: str, request_id: str | None, error: str) -> None:
+        """Record a command that failed before it could run (e.g. an unknown generation)."""
+        now = datetime.now(UTC)
+        self._record(
+            BackupRun(trigger=trigger, started_at=now, finished_at=now, generation=None, error=error),
+            request_id,
+            (None, None),
+        )
+
     def add_listener(self, callback: Callable[[BackupRun], None]) -> None:
         """Call ``callback(run)`` after every backup run."""
         self._listeners.append(callback)
@@ -836,7 +855,14 @@ class HybridSaver(InMemorySaver):
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
         return self.store.generations(limit)
 
-    def restore(self, generation: int, thread_id: str | None = None, *, on_damage: str = "refuse") -> RestoreResult:
+    def restore(
+        self,
+        generation: int,
+        thread_id: str | None = None,
+        *,
+        on_damage: str = "refuse",
+        request_id: str | None = None,
+    ) -> RestoreResult:
         """Put back the state of ``generation``, for all threads or one.
 
         The generation is read and every row decoded first; then a "pre-restore" generation is
@@ -915,7 +941,7 @@ class HybridSaver(InMemorySaver):
                 finished_at=datetime.now(UTC),
                 generation=new,
             ),
-            None,
+            request_id,
             self._generation_counts(new),
         )
         return RestoreResult(
