@@ -27,7 +27,7 @@ class SaverClosed(HybridSaverError):
     """The saver was used after ``close()``."""
 
 
-class InvalidValue(HybridSaverError, ValueError):
+class InvalidValue(HybridSaverError, ValueError, TypeError):
     """A thread id, key or value cannot be stored; refused before it enters memory."""
 
 

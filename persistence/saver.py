@@ -114,6 +114,16 @@ class _Dirty:
         return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
 
 
+def _unserialisable(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, HybridSaverError):
+        return exc
+    return InvalidValue(
+        f"{what} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); nothing was stored. "
+        "Keep state values to types LangGraph's serializer handles (str, numbers within 64 bits, lists, "
+        "dicts, messages, pydantic models, dataclasses) or pass a serde that handles yours."
+    )
+
+
 def _mark(table: dict[tuple, bool], key: tuple, existed: bool) -> None:
     if existed or table.get(key, False):
         table[key] = True
@@ -449,15 +459,20 @@ class HybridSaver(InMemorySaver):
         with self.lock:
             existed_cp = checkpoint_id in self.storage.get(thread_id, {}).get(ns, {})
             existed_blobs = [(thread_id, ns, k, v) in self.blobs for k, v in new_versions.items()]
-            result = super().put(config, checkpoint, metadata, new_versions)
-            saved = self.storage[thread_id][ns][checkpoint_id]
             try:
+                result = super().put(config, checkpoint, metadata, new_versions)
+                saved = self.storage[thread_id][ns][checkpoint_id]
                 self._check_size(saved[0], "the checkpoint")
                 for k, v in new_versions.items():
                     self._check_size(self.blobs[(thread_id, ns, k, v)], f"channel {k!r}")
-            except InvalidValue:
-                del self.storage[thread_id][ns][checkpoint_id]
-                raise
+            except Exception as exc:
+                # InMemorySaver may have stored part of it before failing: take it back
+                for (k, v), existed in zip(new_versions.items(), existed_blobs, strict=True):
+                    if not existed:
+                        self.blobs.pop((thread_id, ns, k, v), None)
+                if not existed_cp:
+                    self.storage.get(thread_id, {}).get(ns, {}).pop(checkpoint_id, None)
+                raise _unserialisable(exc, "the checkpoint") from exc
             d = self._dirty
             if d.since is None:
                 d.since = time.time()
@@ -482,8 +497,16 @@ class HybridSaver(InMemorySaver):
         outer = (thread_id, ns, checkpoint_id)
         with self.lock:
             before = self.writes.get(outer)
-            before_keys = dict.fromkeys(before) if before else {}
-            super().put_writes(config, writes, task_id, task_path)
+            before_keys = dict(before) if before else {}
+            try:
+                super().put_writes(config, writes, task_id, task_path)
+            except Exception as exc:
+                if before is None:
+                    self.writes.pop(outer, None)
+                else:
+                    before.clear()
+                    before.update(before_keys)
+                raise _unserialisable(exc, "a write") from exc
             stored = self.writes.get(outer, {})
             d = self._dirty
             changed = False
@@ -729,7 +752,9 @@ class HybridSaver(InMemorySaver):
         with self._backup_lock:
             return self._backup_locked(trigger, request_id, force)
 
-    def _backup_locked(self, trigger: str, request_id: str | None, force: bool | None) -> BackupRun:
+    def _backup_locked(
+        self, trigger: str, request_id: str | None, force: bool | None, *, retain: bool = True
+    ) -> BackupRun:
         started = datetime.now(UTC)
         if not self.attached:
             try:
@@ -762,7 +787,7 @@ class HybridSaver(InMemorySaver):
             if force is None:
                 force = trigger not in ("scheduled",) and self.store.latest_generation() is None
             generation, nrows, nbytes = self.store.write_generation(changes, trigger=trigger, force=force)
-            if nrows or force:
+            if retain and (nrows or force):
                 self.store.apply_retention(self.retention)
         except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
             with self.lock:
@@ -909,7 +934,8 @@ class HybridSaver(InMemorySaver):
                 damaged,
             )
         with self._backup_lock, self.lock:
-            pre = self._backup_locked("pre-restore", None, True)
+            # no retention yet: it could drop the very generation being restored
+            pre = self._backup_locked("pre-restore", None, True, retain=False)
             if not pre.ok:
                 raise DatabaseUnavailable(
                     f"The pre-restore backup failed ({pre.error}); nothing was restored. Retry when the "

@@ -1,0 +1,176 @@
+"""The dashboard's one runtime per process: the saver (pool, scheduler), the demo graph, the views.
+
+Built once by :func:`get_runtime` (a ``st.cache_resource``), shared by every session and page;
+pages never build their own. It is closed when the cache entry is released and, as a safety net,
+at interpreter exit (the saver also takes its final backup from its own ``atexit`` hook).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import streamlit as st
+
+from agent import build_graph, describe_responder, make_responder
+from persistence import HybridSaver
+from persistence.db import describe_url, mask_url, resolve_url
+from persistence.views import StatsHistory, ThreadIndex
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 30.0
+DEFAULT_RETENTION = 50
+
+
+class ConfigError(ValueError):
+    """An environment variable of the dashboard has a value it cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the runtime is built from; read from the environment by :func:`settings_from_env`."""
+
+    interval: float | None
+    retention: int
+    refresh_seconds: float
+
+
+def _env_number(name: str, default: float, *, integer: bool = False, allow_off: bool = False) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if allow_off and raw.lower() in ("0", "off", "none"):
+        return None
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number. Set it to a number of "
+            + ("generations" if integer else "seconds")
+            + f" (default {default:g}) or unset it."
+        ) from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0 (default {default:g}).")
+    return value
+
+
+def settings_from_env() -> Settings:
+    """``BACKUP_INTERVAL`` (seconds, default 30; ``0``/``off`` disables scheduled backups),
+    ``BACKUP_RETENTION`` (generations kept, default 50) and ``DASHBOARD_REFRESH`` (seconds
+    between live panel refreshes, default 5).
+
+    Raises:
+        ConfigError: a variable is not a usable number.
+    """
+    interval = _env_number("BACKUP_INTERVAL", DEFAULT_INTERVAL, allow_off=True)
+    retention = _env_number("BACKUP_RETENTION", DEFAULT_RETENTION, integer=True)
+    if retention is not None and retention < 2:
+        raise ConfigError(f"BACKUP_RETENTION={retention:g} must be at least 2 so a restore can be undone.")
+    refresh = _env_number("DASHBOARD_REFRESH", 5.0)
+    return Settings(interval=interval, retention=int(retention or DEFAULT_RETENTION), refresh_seconds=refresh or 5.0)
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything the pages share. Thread-safe: the saver locks, the views lock their caches."""
+
+    saver: HybridSaver
+    graph: Any
+    responder: str
+    threads: ThreadIndex
+    history: StatsHistory
+    settings: Settings
+    database: str  # describe_url(): host, port, database, user; never the password
+    database_masked: str  # mask_url(): the connection string with the password as ***
+    embedded: bool
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        """Take the final backup and stop the scheduler and pool (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.saver.close()
+        except Exception:  # noqa: BLE001 - shutting down must go on
+            logger.exception("closing the dashboard's saver failed")
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    """Build the runtime: resolve the database, open the saver (offline when PostgreSQL is
+    unreachable), start its backup job and compile the demo graph.
+
+    Raises:
+        ConfigError: an environment variable is unusable.
+        StoreLocked: another live process owns the backup store.
+        DatabaseUnavailable: the database URL is malformed or the schema cannot be set up.
+    """
+    settings = settings or settings_from_env()
+    embedded = not os.environ.get("DATABASE_URL", "").strip()
+    url = resolve_url()
+    saver = HybridSaver.from_url(
+        url,
+        backup_interval=settings.interval,
+        retention=settings.retention,
+        allow_offline=True,
+    )
+    try:
+        history = StatsHistory(saver)
+        saver.add_listener(history.on_run)
+        history.sample(force=True)
+        responder = make_responder()
+        runtime = Runtime(
+            saver=saver,
+            graph=build_graph(saver, responder=responder),
+            responder=describe_responder(responder),
+            threads=ThreadIndex(saver),
+            history=history,
+            settings=settings,
+            database=describe_url(url),
+            database_masked=mask_url(url),
+            embedded=embedded,
+        )
+    except BaseException:
+        saver.close()
+        raise
+    _live.add(runtime)
+    logger.info("dashboard runtime ready on %s (interval %s s)", runtime.database, settings.interval)
+    return runtime
+
+
+_live: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # a safety net: the saver registers its own exit hook too, and close() is idempotent
+    for runtime in list(_live):
+        runtime.close()
+
+
+def _release(runtime: Runtime) -> None:
+    runtime.close()
+
+
+@st.cache_resource(show_spinner="Starting the backup saver…", on_release=_release)
+def get_runtime() -> Runtime:
+    """The process-wide runtime (built on first use; a failed build is retried on the next call)."""
+    return build_runtime()
+
+
+def reset_runtime() -> None:
+    """Close the runtime and forget it; the next :func:`get_runtime` builds a new one."""
+    get_runtime.clear()
+
+
+__all__ = ["ConfigError", "Runtime", "Settings", "build_runtime", "get_runtime", "reset_runtime", "settings_from_env"]

@@ -1,0 +1,111 @@
+"""Thread actions shared by the Chat and Threads pages: new ids, rename, fork, delete, prune.
+
+Titles live in the graph state (the ``title`` channel of ``agent.graph.ChatState``): the graph
+sets it from the first user message and a rename writes a new checkpoint with
+``graph.update_state``, so a renamed title is backed up and restored like any other state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import streamlit as st
+
+from agent import thread_config
+from agent.graph import RESPOND_NODE
+from dashboard import ui
+from dashboard.runtime import Runtime
+from persistence import InvalidValue
+
+TITLE_LIMIT = 120
+
+
+def new_thread_id() -> str:
+    return f"chat-{uuid.uuid4().hex[:12]}"
+
+
+def thread_exists(runtime: Runtime, thread_id: str) -> bool:
+    with runtime.saver.lock:
+        return any(runtime.saver.storage.get(thread_id, {}).values())
+
+
+def rename(runtime: Runtime, thread_id: str, title: str) -> str:
+    """Store ``title`` as the thread's title (a new checkpoint); returns the cleaned title.
+
+    Raises:
+        InvalidValue: the title is empty or the thread has no checkpoint yet.
+    """
+    title = " ".join(title.split())[:TITLE_LIMIT]
+    if not title:
+        raise InvalidValue("A title cannot be empty; type at least one character.")
+    if not thread_exists(runtime, thread_id):
+        raise InvalidValue(f"Thread {thread_id!r} has no messages yet; send one before renaming it.")
+    runtime.graph.update_state(thread_config(thread_id), {"title": title}, as_node=RESPOND_NODE)
+    return title
+
+
+def fork(runtime: Runtime, thread_id: str, checkpoint_id: str, new_id: str | None = None) -> str:
+    """Copy ``thread_id`` to a new thread whose newest state is ``checkpoint_id``; return its id.
+
+    The copy keeps the whole history (so the fork point stays visible), then a new checkpoint on
+    top of ``checkpoint_id`` makes that state current, as LangGraph's time travel does.
+    """
+    new_id = (new_id or "").strip() or new_thread_id()
+    if thread_exists(runtime, new_id):
+        raise InvalidValue(f"Thread {new_id!r} already exists; pick another id for the fork.")
+    state = runtime.graph.get_state(
+        {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+    )
+    title = (state.values.get("title") or thread_id) if state and state.values else thread_id
+    runtime.saver.copy_thread(thread_id, new_id)
+    runtime.graph.update_state(
+        {"configurable": {"thread_id": new_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}},
+        {"title": f"{title} (fork)"[:TITLE_LIMIT]},
+        as_node=RESPOND_NODE,
+    )
+    return new_id
+
+
+def ask_delete(thread_id: str, title: str) -> None:
+    ui.ask_confirmation("delete-thread", thread_id=thread_id, title=title)
+
+
+def ask_prune(thread_id: str, title: str, keep: int, checkpoints: int) -> None:
+    ui.ask_confirmation("prune-thread", thread_id=thread_id, title=title, keep=keep, checkpoints=checkpoints)
+
+
+def dialogs(runtime: Runtime, on_deleted: Any = None) -> None:
+    """Render the delete and prune confirmation dialogs when one is asked for."""
+
+    def delete_body(req: dict[str, Any]) -> None:
+        st.markdown(
+            f"Delete thread **{req['title'] or req['thread_id']}** (`{req['thread_id']}`) and all its "
+            "checkpoints from memory? The next backup records the deletion; older generations still hold "
+            "the thread, so it can be restored from the Restore page."
+        )
+
+    def delete(req: dict[str, Any]) -> None:
+        with ui.reporting("Delete", runtime):
+            runtime.saver.delete_thread(req["thread_id"])
+            ui.flash(f"Deleted thread {req['title'] or req['thread_id']}", icon=":material/delete:")
+            if on_deleted is not None:
+                on_deleted(req["thread_id"])
+
+    def prune_body(req: dict[str, Any]) -> None:
+        st.markdown(
+            f"Keep only the newest **{req['keep']}** of the {req['checkpoints']} checkpoints of "
+            f"**{req['title'] or req['thread_id']}**? The current state is kept; older checkpoints (and "
+            "their writes) leave memory and are tombstoned at the next backup."
+        )
+
+    def prune(req: dict[str, Any]) -> None:
+        with ui.reporting("Prune", runtime):
+            runtime.saver.prune([req["thread_id"]], strategy="keep_last", keep_last=int(req["keep"]))
+            ui.flash(f"Pruned to the newest {req['keep']} checkpoints", icon=":material/content_cut:")
+
+    ui.confirmation("delete-thread", "Delete thread?", delete_body, "Delete", delete)
+    ui.confirmation("prune-thread", "Prune checkpoints?", prune_body, "Prune", prune)
+
+
+__all__ = ["ask_delete", "ask_prune", "dialogs", "fork", "new_thread_id", "rename", "thread_exists"]

@@ -1,0 +1,276 @@
+"""Shared page helpers: the page preamble (login, runtime, offline banner), confirmation dialogs,
+toasts that survive a rerun, error messages that say what to do, and small formatters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import streamlit as st
+from psycopg_pool import PoolTimeout
+
+from agent import ResponderError
+from agent.messages import message_role, message_text
+from dashboard.auth import logout_button, require_login
+from dashboard.runtime import ConfigError, Runtime, get_runtime, reset_runtime
+from persistence import (
+    DatabaseUnavailable,
+    GenerationNotFound,
+    HybridSaverError,
+    InvalidValue,
+    SaverClosed,
+    StoreLocked,
+    ThreadNotFound,
+)
+from persistence.db import scrub
+from persistence.views import attached
+
+logger = logging.getLogger(__name__)
+
+_FLASH = "_dashboard_flash"
+_CONFIRM = "_dashboard_confirm"
+
+
+# -- page preamble ---------------------------------------------------------------------------------
+
+
+def page_setup(title: str, caption: str | None = None) -> Runtime:
+    """Gate the page, get the shared runtime, say when PostgreSQL is offline; return the runtime.
+
+    Stops the script (after saying what happened and what to do) when the runtime cannot be built.
+    """
+    require_login()
+    logout_button()
+    runtime = _runtime_or_stop()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    _offline_banner(runtime)
+    _show_flash()
+    return runtime
+
+
+def _runtime_or_stop() -> Runtime:
+    what: str
+    todo: str
+    try:
+        runtime = get_runtime()
+    except ConfigError as exc:
+        what, todo = str(exc), "Fix the variable and restart the app."
+    except StoreLocked as exc:
+        what = str(exc)
+        todo = (
+            "Only one live saver may own a backup store. Stop the other app process (or `python -m persistence` "
+            "command) using this database, then press Retry."
+        )
+    except DatabaseUnavailable as exc:
+        what, todo = str(exc), "Fix DATABASE_URL (or unset it to use the embedded server), then press Retry."
+    except Exception as exc:  # noqa: BLE001 - e.g. the embedded server failed to start; say so, no traceback
+        logger.exception("the dashboard runtime could not be built")
+        what = f"The backup saver could not start ({type(exc).__name__}: {scrub(str(exc), None)[:300]})."
+        todo = (
+            "If DATABASE_URL is unset the app starts an embedded PostgreSQL in .data/pg: check that folder "
+            "(its log is .data/pg/log) and that the disk is not full, or set DATABASE_URL to a PostgreSQL "
+            "server. Then press Retry."
+        )
+    else:
+        if runtime.saver.closed:
+            reset_runtime()
+            return _runtime_or_stop()
+        return runtime
+    st.title("Hybrid saver admin")
+    st.error(f"**The dashboard cannot start.** {what}\n\n**What to do:** {todo}", icon=":material/error:")
+    if st.button("Retry", type="primary", icon=":material/refresh:"):
+        st.rerun()
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def _offline_banner(runtime: Runtime) -> None:
+    saver = runtime.saver
+    if attached(saver):
+        return
+    reason = getattr(saver, "attach_error", None) or "the database did not answer"
+    where = "the embedded server in .data/pg" if runtime.embedded else runtime.database
+    st.warning(
+        f"**PostgreSQL is unreachable** ({reason})\n\n"
+        "Chat and browsing keep working from memory and every change is kept; nothing is backed up until "
+        "the database is back. The saver retries at every scheduled backup and at **Backup now**, and "
+        "catches up by itself.\n\n"
+        f"**What to do:** start PostgreSQL or fix `DATABASE_URL` ({where}), then press **Backup now** on "
+        "the Backups page.",
+        icon=":material/cloud_off:",
+    )
+
+
+# -- toasts that survive st.rerun() ------------------------------------------------------------------
+
+
+def flash(message: str, icon: str | None = None) -> None:
+    """Show ``message`` as a toast on the next run of the page (use before ``st.rerun()``)."""
+    st.session_state.setdefault(_FLASH, []).append((message, icon))
+
+
+def _show_flash() -> None:
+    for message, icon in st.session_state.pop(_FLASH, []):
+        st.toast(message, icon=icon)
+
+
+# -- confirmation dialogs ------------------------------------------------------------------------------
+
+
+def ask_confirmation(name: str, **data: Any) -> None:
+    """Open the confirmation dialog ``name`` (rendered by :func:`confirmation`) with ``data``."""
+    st.session_state[_CONFIRM] = {"name": name, **data}
+
+
+def _clear_confirmation() -> None:
+    st.session_state.pop(_CONFIRM, None)
+
+
+def confirmation(
+    name: str,
+    title: str,
+    body: Callable[[dict[str, Any]], None],
+    confirm_label: str,
+    on_confirm: Callable[[dict[str, Any]], None],
+) -> None:
+    """Render the dialog ``name`` while it is asked for; ``on_confirm(data)`` runs inside it.
+
+    The request lives in session state (not in the button's value), so the dialog stays open
+    across reruns until it is confirmed, cancelled or dismissed.
+    """
+    request = st.session_state.get(_CONFIRM)
+    if not request or request.get("name") != name:
+        return
+
+    def dialog() -> None:
+        body(request)
+        left, right = st.columns(2)
+        if left.button(confirm_label, type="primary", key=f"confirm-{name}", width="stretch"):
+            _clear_confirmation()
+            on_confirm(request)
+            st.rerun()
+        if right.button("Cancel", key=f"cancel-{name}", width="stretch"):
+            _clear_confirmation()
+            st.rerun()
+
+    st.dialog(title, on_dismiss=_clear_confirmation)(dialog)()
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+def error_text(exc: BaseException, conninfo: str | None = None) -> str:
+    """A sentence for an expected error: what happened and what to do (never a traceback)."""
+    text = scrub(" ".join(str(exc).split()), conninfo)
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)):
+        return (
+            f"PostgreSQL cannot be reached ({type(exc).__name__}: {text}). Nothing was changed. "
+            "Check that the database is running, then retry."
+        )
+    if isinstance(exc, SaverClosed):
+        return "The backup saver is shut down (the app is stopping or restarting). Reload the page."
+    if isinstance(exc, ResponderError):
+        return f"The chat model could not answer: {text}"
+    if isinstance(exc, psycopg.Error):
+        return f"PostgreSQL refused the request ({type(exc).__name__}: {text}). Nothing was changed; retry."
+    return text
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    GenerationNotFound,
+    ThreadNotFound,
+    InvalidValue,
+    StoreLocked,
+    SaverClosed,
+    HybridSaverError,
+    ResponderError,
+    psycopg.Error,
+    PoolTimeout,
+)
+
+
+@contextmanager
+def reporting(action: str, runtime: Runtime | None = None) -> Iterator[None]:
+    """Run the block; show an expected error as ``st.error`` ("<action> failed: ...") instead of
+    raising it. Streamlit's own control flow (``st.rerun``, ``st.stop``) passes through."""
+    try:
+        yield
+    except EXPECTED_ERRORS as exc:
+        conninfo = runtime.saver.conninfo if runtime is not None else None
+        logger.warning("%s failed: %s", action, type(exc).__name__)
+        st.error(f"**{action} failed.** {error_text(exc, conninfo)}", icon=":material/error:")
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+
+
+def render_messages(messages: Sequence[Any]) -> None:
+    """Render chat messages with ``st.chat_message`` (user, assistant; others as tool/system)."""
+    for message in messages:
+        role = message_role(message)
+        text = message_text(message)
+        if role in ("user", "assistant"):
+            st.chat_message(role).markdown(text)
+        else:
+            st.chat_message(role or "system", avatar=":material/settings:").markdown(f"*{role}*: {text}")
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def fmt_ago(at: datetime | None) -> str:
+    if at is None:
+        return "never"
+    delta = (datetime.now(UTC) - at).total_seconds()
+    if delta < 0:
+        return f"in {fmt_seconds(-delta)}"
+    return f"{fmt_seconds(delta)} ago"
+
+
+def fmt_time(at: datetime | None) -> str:
+    if at is None:
+        return "—"
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+__all__ = [
+    "EXPECTED_ERRORS",
+    "ask_confirmation",
+    "confirmation",
+    "error_text",
+    "flash",
+    "fmt_ago",
+    "fmt_bytes",
+    "fmt_seconds",
+    "fmt_time",
+    "page_setup",
+    "render_messages",
+    "reporting",
+]

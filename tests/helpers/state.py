@@ -1,0 +1,68 @@
+"""Compare what a saver holds in memory with what its store holds, exactly (bytes for bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent import build_graph, thread_config
+from agent.responder import OfflineResponder
+from langchain_core.messages import HumanMessage
+
+from persistence import HybridSaver
+from persistence.store import Snapshot
+
+State = tuple[dict[str, Any], dict[tuple, Any], dict[tuple, Any]]
+
+
+def _normal(storage: Any, writes: Any, blobs: Any) -> State:
+    return (
+        {
+            tid: {ns: dict(cps) for ns, cps in namespaces.items() if cps}
+            for tid, namespaces in storage.items()
+            if any(namespaces.values())
+        },
+        {key: dict(inner) for key, inner in writes.items() if inner},
+        dict(blobs),
+    )
+
+
+def memory_state(saver: HybridSaver) -> State:
+    """Checkpoints, writes and blobs in memory (empty entries left out)."""
+    with saver.lock:
+        return _normal(saver.storage, saver.writes, saver.blobs)
+
+
+def snapshot_state(snap: Snapshot) -> State:
+    return _normal(snap.storage, snap.writes, snap.blobs)
+
+
+def store_state(saver: HybridSaver, generation: int | None = None, thread_id: str | None = None) -> State:
+    """The state PostgreSQL holds at ``generation`` (newest when None), read directly from the store."""
+    return snapshot_state(saver.store.load(generation, thread_id))
+
+
+def human_texts(saver: HybridSaver, thread_id: str) -> list[str]:
+    """The user messages of the newest checkpoint of ``thread_id``, oldest first."""
+    graph = build_graph(saver, OfflineResponder())
+    values = graph.get_state(thread_config(thread_id)).values
+    return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
+
+
+def all_human_texts(saver: HybridSaver) -> dict[str, list[str]]:
+    return {tid: human_texts(saver, tid) for tid in saver.thread_ids()}
+
+
+def describe_difference(left: State, right: State) -> str:
+    """A short account of where two states differ (for assertion messages)."""
+    names = ("checkpoints", "writes", "blobs")
+    out = []
+    for name, a, b in zip(names, left, right, strict=True):
+        if a != b:
+            only_a = set(a) - set(b)
+            only_b = set(b) - set(a)
+            changed = [k for k in set(a) & set(b) if a[k] != b[k]]
+            out.append(
+                f"{name}: {len(only_a)} only left {sorted(map(repr, only_a))[:3]}, {len(only_b)} only right "
+                f"{sorted(map(repr, only_b))[:3]}, {len(changed)} changed {sorted(map(repr, changed))[:3]}"
+            )
+    return "; ".join(out) or "no difference"

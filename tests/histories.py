@@ -1,0 +1,56 @@
+"""Helpers shared by the saver tests: build checkpoints directly and compare saver states exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+from langgraph.checkpoint.memory import InMemorySaver
+
+
+def put_checkpoint(
+    saver: InMemorySaver,
+    thread_id: str,
+    values: dict[str, Any],
+    *,
+    ns: str = "",
+    parent: str | None = None,
+    run_id: str = "run",
+    step: int = 0,
+) -> str:
+    """Put a checkpoint whose channels hold ``values`` (each with a new version); return its id."""
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = str(uuid6(clock_seq=step))
+    previous = {}
+    if parent is not None:
+        tup = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}})
+        previous = dict(tup.checkpoint["channel_versions"]) if tup else {}
+    versions = {ch: saver.get_next_version(previous.get(ch), None) for ch in values}
+    checkpoint["channel_versions"] = {**previous, **versions}
+    checkpoint["channel_values"] = dict(values)
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+    if parent is not None:
+        config["configurable"]["checkpoint_id"] = parent
+    saver.put(config, checkpoint, {"source": "loop", "step": step, "run_id": run_id}, versions)
+    return checkpoint["id"]
+
+
+def state_of(saver: InMemorySaver) -> tuple[dict, dict, dict]:
+    """The saver's three dicts as plain dicts, without the empty containers reads may leave."""
+    storage = {
+        tid: {ns: dict(cps) for ns, cps in namespaces.items() if cps}
+        for tid, namespaces in saver.storage.items()
+        if any(namespaces.values())
+    }
+    writes = {k: dict(v) for k, v in saver.writes.items() if v}
+    return storage, writes, dict(saver.blobs)
+
+
+def thread_state(state: tuple[dict, dict, dict], thread_id: str) -> tuple[dict, dict, dict]:
+    storage, writes, blobs = state
+    return (
+        {t: v for t, v in storage.items() if t == thread_id},
+        {k: v for k, v in writes.items() if k[0] == thread_id},
+        {k: v for k, v in blobs.items() if k[0] == thread_id},
+    )
