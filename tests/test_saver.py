@@ -1,0 +1,268 @@
+"""HybridSaver against a real PostgreSQL: concurrency, scheduling, ownership, offline start, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from histories import put_checkpoint, state_of
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent import build_graph, chat_turn
+from persistence import DatabaseUnavailable, HybridSaver, StoreLocked
+from persistence.scheduler import check_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_eight_threads_of_real_graphs_while_backups_run_every_50ms(
+    open_saver: Callable[..., HybridSaver],
+) -> None:
+    saver = open_saver(backup_interval=0.05)
+    graphs = [build_graph(saver) for _ in range(2)]  # several graphs share one saver
+    errors: list[BaseException] = []
+
+    def chat(worker: int) -> None:
+        try:
+            graph = graphs[worker % 2]
+            for turn in range(12):
+                chat_turn(graph, f"w{worker}", f"my name is N{worker}-{turn}")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=chat, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    runs = list(saver.scheduler.history)
+    assert len(runs) >= 3 and all(r.ok for r in runs), runs
+    expected = state_of(saver)
+    saver.close()
+    again = open_saver()
+    assert state_of(again) == expected
+    graph = build_graph(again)
+    for worker in range(8):
+        assert f"N{worker}-11" in chat_turn(graph, f"w{worker}", "what is my name?")
+
+
+def test_manual_backup_and_scheduled_runs_never_overlap(open_saver: Callable[..., HybridSaver]) -> None:
+    saver = open_saver(backup_interval=0.02)
+    active = []
+    overlap = []
+    original = saver.store.write_generation
+
+    def watched(*args, **kwargs):
+        active.append(1)
+        if len(active) > 1:
+            overlap.append(True)
+        try:
+            time.sleep(0.005)
+            return original(*args, **kwargs)
+        finally:
+            active.pop()
+
+    saver.store.write_generation = watched  # observe, not replace: the real write still happens
+    for i in range(30):
+        put_checkpoint(saver, "t", {"m": i}, step=i)
+        saver.backup()
+    assert not overlap
+    assert saver.stats().pending == 0
+
+
+def test_interval_change_pause_and_resume(open_saver: Callable[..., HybridSaver]) -> None:
+    saver = open_saver(backup_interval=3600)
+    sched = saver.scheduler
+    before = sched.next_run_time
+    sched.set_interval(0.05)
+    assert sched.next_run_time < before
+    put_checkpoint(saver, "t", {"m": 1})
+    deadline = time.time() + 5
+    while saver.stats().pending and time.time() < deadline:
+        time.sleep(0.02)
+    assert saver.stats().pending == 0
+    sched.pause()
+    assert sched.paused and sched.next_run_time is None
+    put_checkpoint(saver, "t", {"m": 2}, step=1)
+    time.sleep(0.3)
+    assert saver.stats().pending > 0 and saver.stats().lag_seconds > 0.2
+    sched.resume()
+    deadline = time.time() + 5
+    while saver.stats().pending and time.time() < deadline:
+        time.sleep(0.02)
+    assert saver.stats().pending == 0 and saver.stats().lag_seconds == 0
+    for bad in (0, -1, float("nan"), 10**9, "5"):
+        with pytest.raises(ValueError, match="interval"):
+            check_interval(bad)
+
+
+def test_one_live_saver_per_store(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
+    first = open_saver()
+    with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
+        HybridSaver.from_url(db_url, backup_interval=None)
+    other_schema = open_saver(schema="second_store")
+    assert other_schema.store.schema == "second_store"
+    first.close()
+    again = open_saver()  # the lock is free once the first one closed
+    assert again.attached
+
+
+def test_runs_are_logged_with_counts_and_stats(open_saver: Callable[..., HybridSaver]) -> None:
+    saver = open_saver()
+    assert saver.stats().threads == 0
+    saver.get_tuple({"configurable": {"thread_id": "unknown"}})  # reads never create threads
+    assert saver.stats().threads == 0 and saver.stats().pending == 0
+    parent = put_checkpoint(saver, "a", {"m": "x" * 1000})
+    put_checkpoint(saver, "a", {"m": "y"}, parent=parent, step=1)
+    put_checkpoint(saver, "b", {"m": "z"})
+    stats = saver.stats()
+    assert (stats.threads, stats.checkpoints) == (2, 3) and stats.pending == 6
+    run = saver.backup()
+    assert run.ok and run.rows == 6 and run.bytes > 1000
+    runs = saver.store.runs()
+    assert runs[0]["generation"] == run.generation
+    assert (runs[0]["threads"], runs[0]["checkpoints"]) == (2, 3)
+    gens = saver.generations()
+    assert gens[0].generation == run.generation and gens[0].checkpoints == 3 and gens[0].taken_at
+    clean = saver.backup()
+    assert clean.ok and clean.rows == 0 and clean.generation == run.generation
+
+
+def test_offline_start_serves_from_memory_and_attaches_later(
+    open_saver: Callable[..., HybridSaver], db_url: str
+) -> None:
+    seed = open_saver()
+    put_checkpoint(seed, "old", {"m": "stored"})
+    seed.close()
+    # the role exists only after the "outage": connections fail until it is created
+    base, _, query = db_url.partition("?")
+    outage_url = db_url.replace("postgres:@", "late_role:@", 1)
+    with pytest.raises(DatabaseUnavailable, match="late_role"):
+        HybridSaver.from_url(outage_url, backup_interval=None)
+    saver = HybridSaver.from_url(outage_url, backup_interval=None, allow_offline=True, listen=False)
+    try:
+        assert not saver.attached and "late_role" in saver.attach_error
+        put_checkpoint(saver, "new", {"m": "offline"})
+        failed = saver.backup()
+        assert not failed.ok and saver.stats().pending > 0
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("CREATE ROLE late_role LOGIN SUPERUSER")
+        run = saver.backup()
+        assert run.ok and saver.attached, run
+        assert {"old", "new"} <= set(saver.thread_ids())
+        runs = saver.store.runs()
+        assert [r["error"] is None for r in runs[:2]] == [True, False]  # the failed run was logged later
+    finally:
+        saver.close()
+    again = open_saver()
+    assert {"old", "new"} <= set(again.thread_ids())
+
+
+def test_close_is_idempotent_and_use_after_close_is_refused(open_saver: Callable[..., HybridSaver]) -> None:
+    from persistence import SaverClosed
+
+    saver = open_saver()
+    put_checkpoint(saver, "t", {"m": 1})
+    saver.close()
+    saver.close()
+    with pytest.raises(SaverClosed, match="closed"):
+        put_checkpoint(saver, "t", {"m": 2})
+    with pytest.raises(SaverClosed):
+        saver.backup()
+    again = open_saver()
+    assert again.thread_ids() == ["t"]
+
+
+def test_hybrid_reads_match_inmemorysaver(open_saver: Callable[..., HybridSaver]) -> None:
+    hybrid, memory = open_saver(), InMemorySaver()
+    for saver in (hybrid, memory):
+        graph = build_graph(saver)
+        chat_turn(graph, "t", "my name is Ana")
+        chat_turn(graph, "t", "what is my name?")
+    config = {"configurable": {"thread_id": "t"}}
+    h = [t.checkpoint["channel_values"] for t in hybrid.list(config)]
+    m = [t.checkpoint["channel_values"] for t in memory.list(config)]
+    assert [len(v.get("messages", [])) for v in h] == [len(v.get("messages", [])) for v in m]
+    assert len(list(hybrid.list(config, limit=2))) == 2
+    assert len(list(hybrid.list(None))) == len(list(memory.list(None)))
+
+
+def _run_child(url: str, script: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYBRID_SAVER_NO_SIGNALS": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-c", script, url, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+CHILD = """
+import sys, time
+from persistence import HybridSaver
+from agent import build_graph, chat_turn
+saver = HybridSaver.from_url(sys.argv[1], backup_interval=float(sys.argv[2]))
+graph = build_graph(saver)
+chat_turn(graph, "chat", "my name is Ana")
+saver.backup()
+chat_turn(graph, "chat", "I live in Lisbon")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_chat_survives_a_process_restart(how: str, db_url: str, open_saver: Callable[..., HybridSaver]) -> None:
+    child = _run_child(db_url, CHILD, "3600")
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        child.kill() if how == "kill -9" else child.terminate()
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    saver = open_saver()
+    graph = build_graph(saver)
+    assert "Ana" in chat_turn(graph, "chat", "what is my name?")
+    where = chat_turn(graph, "chat", "where do I live?")
+    if how == "kill -9":
+        assert "Lisbon" not in where  # changed after the last generation: the documented loss
+        assert child.returncode == -9
+    else:
+        assert "Lisbon" in where  # a clean stop takes a final backup
+        assert child.returncode == 128 + 15
+
+
+def test_cli_against_a_live_saver(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
+    saver = open_saver(backup_interval=3600)
+    chat_turn(build_graph(saver), "cli", "my name is Ana")
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "persistence", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    status = cli("status")
+    assert status.returncode == 0 and f"pid {os.getpid()}" in status.stdout
+    backup = cli("backup")
+    assert backup.returncode == 0 and "live saver wrote generation" in backup.stdout, backup.stderr
+    assert saver.stats().pending == 0
+    gen = saver.generations()[0].generation
+    chat_turn(build_graph(saver), "cli", "my name is Bo")
+    restore = cli("restore", str(gen), "--thread", "cli")
+    assert restore.returncode == 0, restore.stderr
+    assert "Ana" in chat_turn(build_graph(saver), "cli", "what is my name?")
+    export = cli("export", "cli")
+    assert export.returncode == 0 and '"thread_id": "cli"' in export.stdout
+    unknown = cli("restore", "999")
+    assert unknown.returncode == 1 and "Generation 999 does not exist" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
