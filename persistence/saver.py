@@ -28,7 +28,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from persistence.db import _first_line, describe_url, open_pool, scrub
+from persistence.db import _first_line, check_connection, describe_url, open_pool, scrub
 from persistence.errors import (
     CorruptBackup,
     DatabaseUnavailable,
@@ -179,6 +179,7 @@ class HybridSaver(InMemorySaver):
         self.attached = False
         self.attach_error: str | None = None
         self._commands: Any = None
+        self._db_failed = False
         self._listen = listen
         if start:
             self._start(backup_interval, handle_signals)
@@ -235,6 +236,7 @@ class HybridSaver(InMemorySaver):
             saver._owns_pool = True
             if offline_error is not None:
                 saver.attach_error = str(offline_error)
+                saver._db_failed = True
                 logger.warning("starting offline, serving from memory: %s", offline_error)
             saver._start(backup_interval, handle_signals, allow_offline=allow_offline)
         except BaseException:
@@ -262,6 +264,19 @@ class HybridSaver(InMemorySaver):
             self._commands = CommandListener(self)
             self._commands.start()
         _register_exit(self, handle_signals)
+
+    def _heal_pool(self) -> None:
+        """After a database error: check the server directly, and give an owned pool a fresh start.
+
+        A pool whose connections died keeps retrying with growing back-off; a new pool connects at
+        once, so the first run after an outage catches up without waiting for that back-off.
+        """
+        check_connection(self.conninfo)
+        if self._owns_pool:
+            old = self.pool
+            self.pool = self.store.pool = open_pool(self.conninfo, max_size=old.max_size)
+            old.close(timeout=1.0)
+        self._db_failed = False
 
     def _attach(self) -> None:
         """Set up the store, take its lock and load the newest generation (merged under memory)."""
@@ -756,11 +771,16 @@ class HybridSaver(InMemorySaver):
         self, trigger: str, request_id: str | None, force: bool | None, *, retain: bool = True
     ) -> BackupRun:
         started = datetime.now(UTC)
-        if not self.attached:
+        if self._db_failed or not self.attached:
             try:
-                self._attach()
+                if self._db_failed:
+                    self._heal_pool()
+                if not self.attached:
+                    self._attach()
             except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
-                self.attach_error = scrub(str(exc), self.conninfo)
+                error = scrub(str(exc), self.conninfo)
+                if not self.attached:
+                    self.attach_error = error
                 with self.lock:
                     pending, since = len(self._dirty), self._dirty.since
                 run = BackupRun(
@@ -770,7 +790,7 @@ class HybridSaver(InMemorySaver):
                     generation=None,
                     lag_seconds=time.time() - since if since is not None else 0.0,
                     pending=pending,
-                    error=self.attach_error,
+                    error=error,
                 )
                 self._record(run, request_id, (None, None))
                 return run
@@ -792,6 +812,7 @@ class HybridSaver(InMemorySaver):
         except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
             with self.lock:
                 self._merge_back(cut)
+            self._db_failed = isinstance(exc, _DB_ERRORS)
             error = scrub(f"{type(exc).__name__}: {exc}".strip(), self.conninfo)
             logger.warning("backup (%s) failed, %s changes stay pending: %s", trigger, pending, error)
         except BaseException:
@@ -1104,8 +1125,9 @@ def _close_all() -> None:
 
 
 def _on_sigterm(signum: int, _frame: Any) -> None:
-    logger.info("signal %s: taking a final backup", signum)
-    _close_all()
+    # Unwind the main thread first (locks released, transactions rolled back); the atexit
+    # handler then closes every live saver, which takes the final backup.
+    logger.info("signal %s: exiting, the final backup runs at exit", signum)
     raise SystemExit(128 + signum)
 
 

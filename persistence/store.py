@@ -26,6 +26,8 @@ from persistence.errors import GenerationNotFound, StoreLocked, ThreadNotFound
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA = "hybrid_saver"
+#: runs kept in the runs table (each backup run, failed ones too, adds one)
+MAX_RUNS = 20_000
 
 # (table, key columns, payload columns, COPY types of key + payload columns)
 CHECKPOINT_COLS = ("thread_id", "checkpoint_ns", "checkpoint_id")
@@ -377,9 +379,19 @@ class Store:
             return self.latest_generation(), 0, 0
         nbytes = 0
         nrows = 0
+        touched = sorted(
+            {enc(t) for t in changes.deleted_threads}
+            | {r[0] for rows in changes.rows.values() for r in rows}
+            | {k[0] for keys in changes.tombstones.values() for k in keys}
+        )
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(self._q("SELECT coalesce(max(generation), 0) + 1 FROM {s}.generations")).fetchone()
-            gen = int(row[0]) if row else 1
+            row = conn.execute(
+                self._q(
+                    "SELECT generation + 1, threads, checkpoints FROM {s}.generations ORDER BY generation DESC LIMIT 1"
+                )
+            ).fetchone()
+            gen, threads_before, checkpoints = (int(row[0]), int(row[1]), int(row[2])) if row else (1, 0, 0)
+            live_before = self._live_threads(conn, touched)
             conn.execute(
                 self._q("INSERT INTO {s}.generations (generation, trigger, kind) VALUES (%s, %s, %s)"),
                 (gen, trigger, kind),
@@ -414,17 +426,35 @@ class Store:
                     if rows:
                         nbytes += self._copy_in(cur, table, rows, gen)
                         nrows += len(rows)
-            counts = conn.execute(
-                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
-            ).fetchone()
+            # counts follow from the previous generation's and what this one touched: no full scan
+            checkpoints += (
+                len(changes.rows["checkpoints"])
+                - conn.execute(
+                    self._q("SELECT count(*) FROM {s}.checkpoints WHERE deleted_gen = %s"), (gen,)
+                ).fetchone()[0]
+            )
+            threads = threads_before - live_before + self._live_threads(conn, touched)
             conn.execute(
                 self._q(
                     "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s, "
                     "bytes_written = %s WHERE generation = %s"
                 ),
-                (counts[1] if counts else 0, counts[0] if counts else 0, nrows, nbytes, gen),
+                (threads, checkpoints, nrows, nbytes, gen),
             )
         return gen, nrows, nbytes
+
+    def _live_threads(self, conn: psycopg.Connection, thread_ids: list[bytes]) -> int:
+        """How many of ``thread_ids`` have a live checkpoint (uses the live-key index)."""
+        if not thread_ids:
+            return 0
+        row = conn.execute(
+            self._q(
+                "SELECT count(*) FROM unnest(%s::bytea[]) AS t(id) WHERE EXISTS "
+                "(SELECT 1 FROM {s}.checkpoints c WHERE c.thread_id = t.id AND c.deleted_gen IS NULL)"
+            ),
+            (thread_ids,),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def _copy_in(self, cur: psycopg.Cursor, table: str, rows: list[tuple], gen: int) -> int:
         keys, payload, types = TABLES[table]
@@ -591,6 +621,7 @@ class Store:
             if not row:
                 return 0
             oldest = int(row[0])
+            conn.execute(self._q("DELETE FROM {s}.runs WHERE id <= (SELECT max(id) FROM {s}.runs) - %s"), (MAX_RUNS,))
             cur = conn.execute(self._q("DELETE FROM {s}.generations WHERE generation < %s"), (oldest,))
             dropped = max(cur.rowcount, 0)
             if dropped:
