@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -58,17 +60,31 @@ def mask_url(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:([^@/?#]+)@")
+
+
+def _passwords(url: str) -> set[str]:
+    """The password of ``url`` in every form it may be quoted in, even when ``url`` does not parse."""
+    found: set[str] = set()
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # noqa: BLE001 - an unparseable URL may still carry a password
+        password = None
+    if password:
+        found.add(str(password))
+    match = _URL_PASSWORD.match(url.strip())
+    if match:
+        found |= {match.group(1), unquote(match.group(1))}
+    return {p for p in found if p}
+
+
 def scrub(text: str, url: str | None) -> str:
     """Remove the password of ``url`` (and ``url`` itself) from ``text``."""
     if not url:
         return text
     text = text.replace(url, mask_url(url))
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except Exception:  # noqa: BLE001
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
+    for password in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
     return text
 
 

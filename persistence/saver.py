@@ -113,6 +113,16 @@ class _Dirty:
     def __len__(self) -> int:
         return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
 
+    def take(self) -> _Dirty:
+        """Move the keys into a new ``_Dirty`` and empty this one in place (graphs may share it)."""
+        out = _Dirty(dict(self.checkpoints), dict(self.writes), dict(self.blobs), set(self.deleted_threads), self.since)
+        self.checkpoints.clear()
+        self.writes.clear()
+        self.blobs.clear()
+        self.deleted_threads.clear()
+        self.since = None
+        return out
+
 
 def _unserialisable(exc: Exception, what: str) -> Exception:
     if isinstance(exc, HybridSaverError):
@@ -170,6 +180,7 @@ class HybridSaver(InMemorySaver):
         self._dirty = _Dirty()
         self._owns_pool = False
         self._closed = False
+        self._close_lock = threading.Lock()
         self._unlogged: list[dict[str, Any]] = []
         self.last_run: BackupRun | None = None
         self.last_success: BackupRun | None = None
@@ -204,6 +215,11 @@ class HybridSaver(InMemorySaver):
             DatabaseUnavailable: ``url`` is malformed or the database cannot be reached.
             StoreLocked: another live saver owns this store.
         """
+        if not isinstance(url, str):
+            raise DatabaseUnavailable(
+                f"The database URL must be a str, got {type(url).__name__}; pass a connection string like "
+                "postgresql://user:password@host:5432/dbname (or set DATABASE_URL)."
+            )
         allow_offline = bool(kwargs.pop("allow_offline", False))
         handle_signals = kwargs.get("handle_signals", True)
         offline_error: DatabaseUnavailable | None = None
@@ -346,8 +362,12 @@ class HybridSaver(InMemorySaver):
 
         Idempotent. If the final backup fails, the error is logged and the run recorded as failed.
         """
-        if self._closed:
-            return
+        with self._close_lock:
+            if self._closed:
+                return
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown()
         if self._commands is not None:
@@ -523,6 +543,18 @@ class HybridSaver(InMemorySaver):
                     before.update(before_keys)
                 raise _unserialisable(exc, "a write") from exc
             stored = self.writes.get(outer, {})
+            try:
+                for idx, (channel, _value) in enumerate(writes):
+                    inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
+                    if inner in stored and stored[inner] is not before_keys.get(inner):
+                        self._check_size(stored[inner][2], f"the write to channel {channel!r}")
+            except InvalidValue:
+                if before is None:
+                    self.writes.pop(outer, None)
+                else:
+                    before.clear()
+                    before.update(before_keys)
+                raise
             d = self._dirty
             changed = False
             for idx, (channel, _value) in enumerate(writes):
@@ -531,7 +563,6 @@ class HybridSaver(InMemorySaver):
                 if inner[1] >= 0 and existed:
                     continue  # InMemorySaver keeps the first write of a regular index
                 if inner in stored:
-                    self._check_size(stored[inner][2], f"the write to channel {channel!r}")
                     _mark(d.writes, (*outer, *inner), existed)
                     changed = True
             if changed and d.since is None:
@@ -706,8 +737,7 @@ class HybridSaver(InMemorySaver):
 
     def _cut(self) -> tuple[_Dirty, Changes]:
         """Swap the dirty keys for an empty set and copy the changed rows. Caller holds the lock."""
-        cut = self._dirty
-        self._dirty = _Dirty()
+        cut = self._dirty.take()
         changes = Changes(deleted_threads=sorted(cut.deleted_threads))
         rows, tombs = changes.rows, changes.tombstones
         storage, writes, blobs = self.storage, self.writes, self.blobs
@@ -871,6 +901,8 @@ class HybridSaver(InMemorySaver):
             }
         )
         try:
+            if not run.ok and self._db_failed:
+                raise DatabaseUnavailable("the database is down; the run is logged with the next one")
             self.store.log_runs(self._unlogged)
             self._unlogged.clear()
         except _DB_ERRORS:
@@ -899,6 +931,7 @@ class HybridSaver(InMemorySaver):
 
     def generations(self, limit: int | None = None) -> list[Generation]:
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
+        self._check_open()
         return self.store.generations(limit)
 
     def restore(
@@ -1056,7 +1089,7 @@ class HybridSaver(InMemorySaver):
         self.writes.update(snap.writes)
         self.blobs.clear()
         self.blobs.update(snap.blobs)
-        self._dirty = _Dirty()
+        self._dirty.take()
 
     def _replace_thread(self, thread_id: str, snap: Snapshot) -> None:
         self._forget_dirty({thread_id})

@@ -230,8 +230,14 @@ class Store:
         with self.pool.connection() as conn, conn.transaction():
             # one setup at a time per database
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('hybrid_saver.setup'))")
-            conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
-            conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.schema_version (v integer PRIMARY KEY)"))
+            # CREATE ... IF NOT EXISTS needs CREATE privilege even when the object exists: look first,
+            # so a role given only USAGE (and table rights) on an existing store can use it
+            exists = conn.execute(
+                "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (self.schema,)
+            ).fetchone()
+            if not (exists and exists[0]):
+                conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
+                conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.schema_version (v integer PRIMARY KEY)"))
             row = conn.execute(self._q("SELECT coalesce(max(v), 0) FROM {s}.schema_version")).fetchone()
             current = row[0] if row else 0
             for version, migration in enumerate(MIGRATIONS, start=1):

@@ -30,9 +30,7 @@ if sys.argv[2] == "hang":
 
 def _child(data: Path, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data), mode], env=env, stdout=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(data), mode], env=env, stdout=subprocess.PIPE, text=True)
 
 
 def _alive(pid: int) -> bool:

@@ -136,7 +136,9 @@ def _newest_cut(saver: HybridSaver, newest: int | None) -> float:
     """
     if newest is None:
         return float("-inf")
-    starts = [r["started_at"].timestamp() for r in saver.store.runs(limit=200) if r["generation"] == newest and not r["error"]]
+    starts = [
+        r["started_at"].timestamp() for r in saver.store.runs(limit=200) if r["generation"] == newest and not r["error"]
+    ]
     if starts:
         return max(starts)
     older = [g for g in saver.generations() if g.generation < newest]

@@ -16,10 +16,15 @@ from persistence import HybridSaver
 _schemas = itertools.count()
 
 thread_ids = st.one_of(
-    st.sampled_from(["a", "b", "it's \"quoted\"", "nul\x00byte", "emoji 🧵", "x" * 10_000, "'; DROP TABLE x; --"]),
+    st.sampled_from(["a", "b", 'it\'s "quoted"', "nul\x00byte", "emoji 🧵", "x" * 10_000, "'; DROP TABLE x; --"]),
     st.text(min_size=1, max_size=20),
 )
-values = st.one_of(st.text(max_size=50), st.binary(max_size=64), st.integers(-(2**63), 2**63 - 1), st.lists(st.integers(-(2**31), 2**31), max_size=5))
+values = st.one_of(
+    st.text(max_size=50),
+    st.binary(max_size=64),
+    st.integers(-(2**63), 2**63 - 1),
+    st.lists(st.integers(-(2**31), 2**31), max_size=5),
+)
 namespaces = st.sampled_from(["", "child:1", "ns|\x00"])
 
 operation = st.one_of(

@@ -45,7 +45,6 @@ def main() -> int:
 
     from agent import build_graph, chat_turn
     from agent.responder import OfflineResponder
-
     from persistence import HybridSaver
 
     if args.wait_go:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent import build_graph, thread_config
-from agent.responder import OfflineResponder
 from langchain_core.messages import HumanMessage
 
+from agent import build_graph, thread_config
+from agent.responder import OfflineResponder
 from persistence import HybridSaver
 from persistence.store import Snapshot
 
@@ -66,3 +66,16 @@ def describe_difference(left: State, right: State) -> str:
                 f"{sorted(map(repr, only_b))[:3]}, {len(changed)} changed {sorted(map(repr, changed))[:3]}"
             )
     return "; ".join(out) or "no difference"
+
+
+def snapshot_texts(saver: HybridSaver, snap: Snapshot, thread_id: str) -> list[str]:
+    """The user messages of ``thread_id`` in a stored snapshot (read through a plain InMemorySaver)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    mem = InMemorySaver(serde=saver.serde)
+    for tid, namespaces in snap.storage.items():
+        mem.storage[tid].update(namespaces)
+    mem.writes.update(snap.writes)
+    mem.blobs.update(snap.blobs)
+    values = build_graph(mem, OfflineResponder()).get_state(thread_config(thread_id)).values
+    return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]

@@ -1,0 +1,245 @@
+"""PostgreSQL outages while chats go on (issue 5: faults).
+
+These tests stop and restart a PostgreSQL server of their own (the session server is shared with
+every other test). The saver must keep serving from memory, log the failed runs (buffered while the
+database is down, written with the next run that reaches it), and catch up with nothing lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers.pg import PrivateServer
+from helpers.state import all_human_texts, describe_difference, memory_state, store_state
+
+from agent import build_graph, chat_turn
+from agent.responder import OfflineResponder
+from persistence import BackupRun, DatabaseUnavailable, HybridSaver, StoreLocked
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+INTERVAL = 0.5
+OUTAGE = 8 * INTERVAL
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrivateServer]:
+    srv = PrivateServer("hs-outage-")
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def url(server: PrivateServer) -> Iterator[str]:
+    if not server.running:
+        server.start()
+    yield server.create_database(f"outage{next(_names)}")
+    if not server.running:
+        server.start()
+
+
+@pytest.fixture
+def savers() -> Iterator[list[HybridSaver]]:
+    made: list[HybridSaver] = []
+    yield made
+    for saver in made:
+        saver.close()
+
+
+class Runs:
+    """Backup runs as the saver reports them to its listeners."""
+
+    def __init__(self, saver: HybridSaver) -> None:
+        self.items: list[tuple[float, BackupRun]] = []
+        self._cond = threading.Condition()
+        saver.add_listener(self._add)
+
+    def _add(self, run: BackupRun) -> None:
+        with self._cond:
+            self.items.append((time.time(), run))
+            self._cond.notify_all()
+
+    def wait_ok(self, after: float, timeout: float) -> BackupRun:
+        """The first successful run that started after ``after`` (epoch seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for _t, run in self.items:
+                    if run.ok and run.started_at.timestamp() > after:
+                        return run
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no successful backup within {timeout} s; runs: {self.items[-5:]}")
+                self._cond.wait(left)
+
+    def failed(self, start: float, end: float) -> list[BackupRun]:
+        return [r for _t, r in self.items if not r.ok and start <= r.started_at.timestamp() <= end]
+
+
+def chat_for(graph: object, seconds: float, prefix: str) -> tuple[int, float]:
+    """Chat for ``seconds`` over three threads; return (turns, slowest turn in seconds)."""
+    end = time.monotonic() + seconds
+    turns, slowest = 0, 0.0
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        chat_turn(graph, f"{prefix}-{turns % 3}", f"my name is {prefix}{turns}")
+        slowest = max(slowest, time.monotonic() - t0)
+        turns += 1
+        time.sleep(0.02)
+    return turns, slowest
+
+
+def test_outage_keeps_serving_logs_failed_runs_and_catches_up(
+    server: PrivateServer, url: str, savers: list[HybridSaver]
+) -> None:
+    saver = HybridSaver.from_url(url, backup_interval=INTERVAL)
+    savers.append(saver)
+    runs = Runs(saver)
+    graph = build_graph(saver, OfflineResponder())
+    t_begin = time.time()
+    chat_for(graph, 1.0, "before")
+    runs.wait_ok(t_begin, timeout=10)
+
+    t_stopping = time.time()
+    server.stop()
+    t_stop = time.time()
+    manual: list[tuple[BackupRun, float, float]] = []
+
+    def press_backup_now() -> None:
+        time.sleep(2 * INTERVAL)
+        t0 = time.monotonic()
+        run = saver.backup()
+        manual.append((run, time.monotonic() - t0, time.time()))
+
+    presser = threading.Thread(target=press_backup_now)
+    presser.start()
+    turns, slowest = chat_for(graph, OUTAGE, "during")
+    during = saver.stats()
+    server.start()
+    t_start = time.time()
+    presser.join(timeout=30)
+    outage = t_start - t_stop
+
+    # the app kept serving from memory; the database being down shows in the figures
+    assert turns >= 20 and slowest < 1.0, f"{turns} turns during the outage, slowest {slowest:.2f} s"
+    assert not during.database_ok and during.pending > 0
+    assert during.lag_seconds >= OUTAGE - INTERVAL, during
+    assert manual, "a manual backup during the outage did not return"
+    manual_run, manual_s, manual_returned = manual[0]
+    failed = [r for r in runs.failed(t_stop, t_start) if r.trigger == "scheduled"]
+    assert failed, "no failed run was reported during the outage"
+
+    catch_up = runs.wait_ok(t_start, timeout=20)
+    caught_up_after = catch_up.finished_at.timestamp() - t_start
+    assert catch_up.rows > 0 and catch_up.lag_seconds >= outage - 2 * INTERVAL
+    assert caught_up_after < 10.0, f"the first backup after the restart finished {caught_up_after:.1f} s later"
+    mem, stored = memory_state(saver), store_state(saver)
+    assert mem == stored, describe_difference(mem, stored)
+    assert saver.stats().pending == 0 and saver.stats().database_ok
+
+    # the failed runs were buffered and written with the first run that reached the database
+    logged = saver.store.runs(limit=1000)
+    errors = [r for r in logged if r["error"]]
+    reported = {r.started_at for r in runs.failed(t_stopping, t_start)}
+    assert reported <= {r["started_at"] for r in errors}, "failed runs missing from the runs table"
+    assert all(t_stopping <= r["started_at"].timestamp() <= t_start for r in errors), errors
+    # the saver took its advisory lock again after the restart: a second saver is refused
+    with pytest.raises(StoreLocked):
+        HybridSaver.from_url(url, backup_interval=None, listen=False)
+
+    texts = all_human_texts(saver)
+    saver.close()
+    again = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    savers.append(again)
+    assert all_human_texts(again) == texts
+    assert sum(len(v) for v in texts.values()) >= turns
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = {
+        "backup_interval_s": INTERVAL,
+        "outage_s": round(outage, 2),
+        "outage_intervals": round(outage / INTERVAL, 1),
+        "turns_during_outage": turns,
+        "slowest_turn_during_outage_s": round(slowest, 4),
+        "failed_runs_reported": len(failed),
+        "failed_runs_logged": len(errors),
+        "catch_up_after_restart_s": round(caught_up_after, 2),
+        "catch_up_rows": catch_up.rows,
+        "manual_backup_during_outage_s": round(manual_s, 2),
+        "turns_lost": 0,
+    }
+    (ARTIFACTS / "outage.json").write_text(json.dumps(report, indent=2))
+
+    # a run is due every interval: they must run (and fail) and say so, not stall behind a pool timeout
+    assert len(failed) >= 3, (
+        f"only {len(failed)} failed runs over a {outage:.1f} s outage ({outage / INTERVAL:.0f} intervals)"
+    )
+    # "Backup now" during the outage says at once that it failed (it must not wait for the restart)
+    assert manual_returned < t_start and manual_s < 2.0, (
+        f"a manual backup pressed during the outage returned after {manual_s:.1f} s "
+        f"({'after' if manual_returned >= t_start else 'before'} the restart): {manual_run}"
+    )
+    assert not manual_run.ok and "connect" in manual_run.error.lower(), manual_run
+
+
+def test_start_offline_during_an_outage_then_attach_and_merge(
+    server: PrivateServer, url: str, savers: list[HybridSaver]
+) -> None:
+    first = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    graph = build_graph(first, OfflineResponder())
+    chat_turn(graph, "old", "my name is Ana")
+    first.close()
+
+    server.stop()
+    with pytest.raises(DatabaseUnavailable, match="Check that the server is running"):
+        HybridSaver.from_url(url, backup_interval=None, listen=False)
+    saver = HybridSaver.from_url(url, backup_interval=INTERVAL, allow_offline=True)
+    savers.append(saver)
+    runs = Runs(saver)
+    graph = build_graph(saver, OfflineResponder())
+    assert chat_turn(graph, "new", "my name is Bea") and saver.stats().pending > 0
+    server.start()
+    t_start = time.time()
+    runs.wait_ok(t_start - 1, timeout=20)
+    # the stored thread came back under memory, and what was said offline reached the database
+    assert chat_turn(graph, "old", "what is my name?") == "Your name is Ana."
+    assert chat_turn(graph, "new", "what is my name?") == "Your name is Bea."
+    saver.close()
+    again = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    savers.append(again)
+    texts = all_human_texts(again)
+    assert texts["old"] == ["my name is Ana", "what is my name?"]
+    assert texts["new"] == ["my name is Bea", "what is my name?"]
+
+
+def test_restore_during_an_outage_changes_nothing(server: PrivateServer, url: str, savers: list[HybridSaver]) -> None:
+    saver = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    savers.append(saver)
+    graph = build_graph(saver, OfflineResponder())
+    chat_turn(graph, "t", "my name is Ana")
+    first = saver.backup().generation
+    chat_turn(graph, "t", "my name is Bea")
+    saver.backup()
+    chat_turn(graph, "t", "I live in Porto")  # pending, not yet in PostgreSQL
+    before = memory_state(saver)
+    server.stop()
+    try:
+        with pytest.raises(DatabaseUnavailable, match=r"Nothing was changed|nothing was restored"):
+            saver.restore(first)
+        assert memory_state(saver) == before
+        assert chat_turn(graph, "t", "what is my name?") == "Your name is Bea."
+    finally:
+        server.start()
+    assert saver.backup().ok
+    saver.close()
+    again = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    savers.append(again)
+    assert all_human_texts(again)["t"] == ["my name is Ana", "my name is Bea", "I live in Porto", "what is my name?"]
