@@ -1,21 +1,14 @@
-"""Router of the admin dashboard: the login gate, then st.navigation over the pages."""
+"""Router of the admin dashboard: st.navigation over the pages (hidden until logged in), then run one.
+
+Every page starts with dashboard.ui.page_setup(), which asks for the password when one is set.
+"""
 
 import streamlit as st
 
-from dashboard.auth import is_authenticated, require_login
+from dashboard.auth import is_authenticated
+from dashboard.nav import mark_routed, pages
 
 st.set_page_config(page_title="Hybrid saver admin", page_icon=":material/database:", layout="wide")
-
-pages = {
-    "Conversations": [
-        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
-        st.Page("pages/threads.py", title="Threads", icon=":material/forum:"),
-    ],
-    "Operations": [
-        st.Page("pages/backups.py", title="Backups", icon=":material/backup:"),
-        st.Page("pages/restore.py", title="Restore", icon=":material/settings_backup_restore:"),
-    ],
-}
-pg = st.navigation(pages, position="sidebar" if is_authenticated() else "hidden")
-require_login()
+pg = st.navigation(pages(), position="sidebar" if is_authenticated() else "hidden")
+mark_routed()
 pg.run()

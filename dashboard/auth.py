@@ -1,9 +1,12 @@
 """The password gate: when ``admin_password`` is set in ``.streamlit/secrets.toml`` every page asks
 for it; when an ``[auth]`` section is configured instead, ``st.login`` (OIDC) is used.
 
-Every page calls :func:`require_login` itself, not only the router: Streamlit runs a file of the
-``pages/`` folder directly (without the router) on the first run of a process, so a gate in the
-router alone would not cover a deep link opened right after start.
+Every page calls :func:`require_login` first (through ``dashboard.ui.page_setup``); the router
+only hides the navigation until then. The gate lives in the pages because Streamlit runs a file
+of the ``pages/`` folder directly, without the router, on the first run of a process (a deep
+link opened right after start), and because a login form drawn by the page keeps the same widget
+ids on that first run and on the routed runs after it (a form drawn by the router would not, and
+the first "Log in" click would be lost).
 """
 
 from __future__ import annotations
@@ -52,18 +55,20 @@ def check_password(given: str, expected: str) -> bool:
 
 
 def _login_form(password: str) -> None:
-    st.title("Hybrid saver admin")
-    st.caption("This dashboard is protected. Enter the admin password set in .streamlit/secrets.toml.")
-    with st.form("login", border=True):
-        given = st.text_input("Admin password", type="password", key="login_password")
-        submitted = st.form_submit_button("Log in", type="primary")
-    if submitted:
-        if check_password(given or "", password):
-            st.session_state[_AUTH_KEY] = True
-            st.session_state.pop("login_password", None)
-            st.rerun()
-        time.sleep(_FAIL_DELAY)  # slows guessing down a little
-        st.error("Wrong password. Try again, or change admin_password in .streamlit/secrets.toml.")
+    _, middle, _ = st.columns([1, 2, 1])
+    with middle:
+        st.title("Hybrid saver admin")
+        st.caption("This dashboard is protected. Enter the admin password set in .streamlit/secrets.toml.")
+        with st.form("login", border=True):
+            given = st.text_input("Admin password", type="password", key="login_password")
+            submitted = st.form_submit_button("Log in", type="primary")
+        if submitted:
+            if check_password(given or "", password):
+                st.session_state[_AUTH_KEY] = True
+                st.session_state.pop("login_password", None)
+                st.rerun()
+            time.sleep(_FAIL_DELAY)  # slows guessing down a little
+            st.error("Wrong password. Try again, or change admin_password in .streamlit/secrets.toml.")
 
 
 def require_login() -> None:

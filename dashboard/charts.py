@@ -7,10 +7,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 _LAYOUT = {
-    "height": 280,
-    "margin": {"l": 10, "r": 10, "t": 36, "b": 10},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    "height": 300,
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0.0},
     "template": "plotly_white",
+    "title_font_size": 15,
+    "xaxis": {"tickformat": "%H:%M:%S", "nticks": 5, "tickangle": 0},
 }
 _OK = "#3b6ea5"
 _MEMORY = "#e07b39"
@@ -20,13 +22,13 @@ _FAIL = "#c0392b"
 def _empty(title: str, note: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, **_LAYOUT)
+    fig.update_layout(title=title, **{**_LAYOUT, "xaxis": {"visible": False}, "yaxis": {"visible": False}})
     return fig
 
 
 def lag_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
     """Backup lag: the age of the oldest change not yet in PostgreSQL, live and at each run."""
-    title = "Backup lag (s): what a crash would lose"
+    title = "Backup lag: what a crash would lose"
     if runs.empty and samples.empty:
         return _empty(title, "No data yet")
     fig = go.Figure()
@@ -53,13 +55,13 @@ def lag_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
                     text=failed["error"],
                 )
             )
-    fig.update_layout(title=title, yaxis_title="seconds", **_LAYOUT)
+    fig.update_layout(title=title, yaxis_title="seconds", yaxis_rangemode="tozero", **_LAYOUT)
     return fig
 
 
 def counts_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
     """Checkpoints in memory (sampled) and in the backed-up generation (at each run)."""
-    title = "Checkpoints: in memory and backed up"
+    title = "Checkpoints in memory and backed up"
     backed = runs.dropna(subset=["checkpoints"]) if not runs.empty else runs
     if samples.empty and backed.empty:
         return _empty(title, "No data yet")
@@ -81,35 +83,36 @@ def counts_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
                 line={"color": _OK, "shape": "hv"},
             )
         )
-    fig.update_layout(title=title, yaxis_title="checkpoints", **_LAYOUT)
+    fig.update_layout(title=title, yaxis_title="checkpoints", yaxis_rangemode="tozero", **_LAYOUT)
     return fig
 
 
 def runs_chart(runs: pd.DataFrame) -> go.Figure:
     """Each run's duration (bars) and rows written (line)."""
-    title = "Backup runs: duration and rows written"
+    title = "Each run (oldest first): duration, rows"
     if runs.empty:
         return _empty(title, "No backup run yet")
     runs = runs.sort_values("started_at")
+    # one category per run (a time axis would squeeze runs a few ms apart into one bar)
+    labels = [f"#{i + 1}" for i in range(len(runs))]
+    hover = [
+        f"{t:%H:%M:%S} {trig}" + (f"<br>{err[:120]}" if err else "")
+        for t, trig, err in zip(runs["started_at"], runs["trigger"], runs["error"], strict=True)
+    ]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     colors = [_OK if ok else _FAIL for ok in runs["ok"]]
     fig.add_trace(
-        go.Bar(
-            x=runs["started_at"],
-            y=runs["duration_s"] * 1000,
-            name="duration (ms)",
-            marker_color=colors,
-            hovertext=runs["trigger"],
-        ),
+        go.Bar(x=labels, y=runs["duration_s"] * 1000, name="duration (ms)", marker_color=colors, hovertext=hover),
         secondary_y=False,
     )
     fig.add_trace(
-        go.Scatter(x=runs["started_at"], y=runs["rows"], name="rows", mode="lines+markers", line={"color": _MEMORY}),
+        go.Scatter(x=labels, y=runs["rows"], name="rows", mode="lines+markers", line={"color": _MEMORY}),
         secondary_y=True,
     )
     fig.update_layout(title=title, **_LAYOUT)
-    fig.update_yaxes(title_text="ms", secondary_y=False)
-    fig.update_yaxes(title_text="rows", secondary_y=True)
+    fig.update_xaxes(type="category", tickformat="", nticks=8)
+    fig.update_yaxes(title_text="ms", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="rows", rangemode="tozero", showgrid=False, secondary_y=True)
     return fig
 
 

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
+#: how often the memory figures behind the charts are sampled
+SAMPLE_SECONDS = 2.0
 
 
 class ConfigError(ValueError):
@@ -100,6 +102,7 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+        self.history.stop()
         try:
             self.saver.close()
         except Exception:  # noqa: BLE001 - shutting down must go on
@@ -128,6 +131,7 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
         history = StatsHistory(saver)
         saver.add_listener(history.on_run)
         history.sample(force=True)
+        history.start(every=SAMPLE_SECONDS)
         responder = make_responder()
         runtime = Runtime(
             saver=saver,
@@ -141,6 +145,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
             embedded=embedded,
         )
     except BaseException:
+        if "history" in locals():
+            history.stop()
         saver.close()
         raise
     _live.add(runtime)

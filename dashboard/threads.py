@@ -85,12 +85,13 @@ def dialogs(runtime: Runtime, on_deleted: Any = None) -> None:
             "the thread, so it can be restored from the Restore page."
         )
 
-    def delete(req: dict[str, Any]) -> None:
-        with ui.reporting("Delete", runtime):
+    def delete(req: dict[str, Any]) -> bool:
+        with ui.reporting("Delete", runtime) as outcome:
             runtime.saver.delete_thread(req["thread_id"])
             ui.flash(f"Deleted thread {req['title'] or req['thread_id']}", icon=":material/delete:")
             if on_deleted is not None:
                 on_deleted(req["thread_id"])
+        return not outcome.failed
 
     def prune_body(req: dict[str, Any]) -> None:
         st.markdown(
@@ -99,10 +100,11 @@ def dialogs(runtime: Runtime, on_deleted: Any = None) -> None:
             "their writes) leave memory and are tombstoned at the next backup."
         )
 
-    def prune(req: dict[str, Any]) -> None:
-        with ui.reporting("Prune", runtime):
+    def prune(req: dict[str, Any]) -> bool:
+        with ui.reporting("Prune", runtime) as outcome:
             runtime.saver.prune([req["thread_id"]], strategy="keep_last", keep_last=int(req["keep"]))
             ui.flash(f"Pruned to the newest {req['keep']} checkpoints", icon=":material/content_cut:")
+        return not outcome.failed
 
     ui.confirmation("delete-thread", "Delete thread?", delete_body, "Delete", delete)
     ui.confirmation("prune-thread", "Prune checkpoints?", prune_body, "Prune", prune)

@@ -4,6 +4,7 @@ toasts that survive a rerun, error messages that say what to do, and small forma
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from agent import ResponderError
 from agent.messages import message_role, message_text
 from dashboard.auth import logout_button, require_login
+from dashboard.nav import ensure_routed
 from dashboard.runtime import ConfigError, Runtime, get_runtime, reset_runtime
 from persistence import (
     DatabaseUnavailable,
@@ -43,7 +45,10 @@ def page_setup(title: str, caption: str | None = None) -> Runtime:
 
     Stops the script (after saying what happened and what to do) when the runtime cannot be built.
     """
+    ensure_routed()
     require_login()
+    # pages set it too: Streamlit runs a page file without the router on a process's first run
+    st.set_page_config(page_title=f"{title} · Hybrid saver admin", page_icon=":material/database:", layout="wide")
     logout_button()
     runtime = _runtime_or_stop()
     st.title(title)
@@ -70,8 +75,9 @@ def _runtime_or_stop() -> Runtime:
     except DatabaseUnavailable as exc:
         what, todo = str(exc), "Fix DATABASE_URL (or unset it to use the embedded server), then press Retry."
     except Exception as exc:  # noqa: BLE001 - e.g. the embedded server failed to start; say so, no traceback
-        logger.exception("the dashboard runtime could not be built")
-        what = f"The backup saver could not start ({type(exc).__name__}: {scrub(str(exc), None)[:300]})."
+        reason = scrub(" ".join(str(exc).split()), os.environ.get("DATABASE_URL") or None)[:300]
+        logger.error("the dashboard runtime could not be built: %s: %s", type(exc).__name__, reason)
+        what = f"The backup saver could not start ({type(exc).__name__}: {reason})."
         todo = (
             "If DATABASE_URL is unset the app starts an embedded PostgreSQL in .data/pg: check that folder "
             "(its log is .data/pg/log) and that the disk is not full, or set DATABASE_URL to a PostgreSQL "
@@ -93,6 +99,15 @@ def _runtime_or_stop() -> Runtime:
 def _offline_banner(runtime: Runtime) -> None:
     saver = runtime.saver
     if attached(saver):
+        last = saver.last_run
+        if last is not None and not last.ok:
+            st.warning(
+                f"**The last backup failed** ({fmt_ago(last.finished_at)}): {last.error}\n\n"
+                "Every change stays in memory and is retried at the next scheduled run and at **Backup now**. "
+                "If PostgreSQL is down, start it; if the error names a table or permission, check the "
+                "database (see the runs on the Backups page).",
+                icon=":material/sync_problem:",
+            )
         return
     reason = getattr(saver, "attach_error", None) or "the database did not answer"
     where = "the embedded server in .data/pg" if runtime.embedded else runtime.database
@@ -137,9 +152,11 @@ def confirmation(
     title: str,
     body: Callable[[dict[str, Any]], None],
     confirm_label: str,
-    on_confirm: Callable[[dict[str, Any]], None],
+    on_confirm: Callable[[dict[str, Any]], bool],
 ) -> None:
-    """Render the dialog ``name`` while it is asked for; ``on_confirm(data)`` runs inside it.
+    """Render the dialog ``name`` while it is asked for; ``on_confirm(data)`` runs inside it and
+    returns True when done (the page then reruns) or False after showing an error (the dialog
+    stays open with it).
 
     The request lives in session state (not in the button's value), so the dialog stays open
     across reruns until it is confirmed, cancelled or dismissed.
@@ -152,9 +169,9 @@ def confirmation(
         body(request)
         left, right = st.columns(2)
         if left.button(confirm_label, type="primary", key=f"confirm-{name}", width="stretch"):
-            _clear_confirmation()
-            on_confirm(request)
-            st.rerun()
+            if on_confirm(request):
+                _clear_confirmation()
+                st.rerun()
         if right.button("Cancel", key=f"cancel-{name}", width="stretch"):
             _clear_confirmation()
             st.rerun()
@@ -196,13 +213,21 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class Outcome:
+    """What :func:`reporting` yields: ``failed`` is set when the block raised an expected error."""
+
+    failed: bool = False
+
+
 @contextmanager
-def reporting(action: str, runtime: Runtime | None = None) -> Iterator[None]:
+def reporting(action: str, runtime: Runtime | None = None) -> Iterator[Outcome]:
     """Run the block; show an expected error as ``st.error`` ("<action> failed: ...") instead of
     raising it. Streamlit's own control flow (``st.rerun``, ``st.stop``) passes through."""
+    outcome = Outcome()
     try:
-        yield
+        yield outcome
     except EXPECTED_ERRORS as exc:
+        outcome.failed = True
         conninfo = runtime.saver.conninfo if runtime is not None else None
         logger.warning("%s failed: %s", action, type(exc).__name__)
         st.error(f"**{action} failed.** {error_text(exc, conninfo)}", icon=":material/error:")
@@ -220,6 +245,11 @@ def render_messages(messages: Sequence[Any]) -> None:
             st.chat_message(role).markdown(text)
         else:
             st.chat_message(role or "system", avatar=":material/settings:").markdown(f"*{role}*: {text}")
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 thread"``, ``"2 threads"`` (with thousands separators)."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -255,13 +285,18 @@ def fmt_ago(at: datetime | None) -> str:
 
 
 def fmt_time(at: datetime | None) -> str:
-    if at is None:
+    """Local time, to the second (accepts datetimes and pandas Timestamps)."""
+    if at is None or at != at:  # None or NaT
         return "—"
+    to_py = getattr(at, "to_pydatetime", None)
+    if callable(to_py):
+        at = to_py()
     return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 __all__ = [
     "EXPECTED_ERRORS",
+    "Outcome",
     "ask_confirmation",
     "confirmation",
     "error_text",
@@ -270,6 +305,7 @@ __all__ = [
     "fmt_bytes",
     "fmt_seconds",
     "fmt_time",
+    "plural",
     "page_setup",
     "render_messages",
     "reporting",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -250,7 +250,7 @@ def _parse_ts(value: Any) -> datetime | None:
         ts = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def thread_sizes(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, int]:
@@ -435,7 +435,9 @@ def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None
             except Exception:  # noqa: BLE001 - show the row even when its value cannot be decoded
                 value = f"<{typed[0]}: {len(typed[1])} bytes>"
             rows.append((cid, ns, task_id, idx, channel, value, path))
-    df = pd.DataFrame(rows, columns=["checkpoint_id", "checkpoint_ns", "task_id", "idx", "channel", "value", "task_path"])
+    df = pd.DataFrame(
+        rows, columns=["checkpoint_id", "checkpoint_ns", "task_id", "idx", "channel", "value", "task_path"]
+    )
     return df.sort_values(["checkpoint_id", "task_id", "idx"], ascending=[False, True, True]).reset_index(drop=True)
 
 
@@ -460,7 +462,7 @@ def export_thread(saver: HybridSaver, thread_id: str) -> dict[str, Any]:
         )
     return {
         "thread_id": thread_id,
-        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "exported_at": datetime.now(UTC).isoformat(),
         "checkpoints": checkpoints,
     }
 
@@ -473,11 +475,23 @@ def attached(saver: HybridSaver) -> bool:
     return bool(getattr(saver, "attached", True)) and not saver.closed
 
 
+def database_answering(saver: HybridSaver) -> bool:
+    """False while the saver is offline or its last backup failed (PostgreSQL may be down).
+
+    Views then read what memory holds instead of waiting for a pool connection to time out; the
+    next successful backup turns database reads back on.
+    """
+    last = saver.last_run
+    return attached(saver) and (last is None or last.ok)
+
+
 def backup_figures(saver: HybridSaver) -> dict[str, Any]:
     """The figures of the Backups page.
 
     Keys: ``threads``, ``checkpoints``, ``pending``, ``lag_seconds``, ``last_backup``,
-    ``last_success`` (BackupRun or None), ``next_run`` (datetime or None), ``interval``
+    ``last_success`` (BackupRun of this process or None), ``last_run_at``, ``last_run_ok``,
+    ``last_run_error`` (the newest run, of this process or, after a restart, from the runs
+    table), ``next_run`` (datetime or None), ``interval``
     (seconds or None when scheduled backups are off), ``paused``, ``attached``,
     ``attach_error``, ``generations_kept``, ``latest_generation``, ``retention``,
     ``database_size`` (None when the database could not answer) and ``database_error``.
@@ -501,10 +515,22 @@ def backup_figures(saver: HybridSaver) -> dict[str, Any]:
         "latest_generation": None,
         "database_size": None,
         "database_error": None,
+        "last_run_at": stats.last_backup.finished_at if stats.last_backup else None,
+        "last_run_ok": stats.last_backup.ok if stats.last_backup else None,
+        "last_run_error": stats.last_backup.error if stats.last_backup else None,
     }
     if not out["attached"]:
         return out
+    if not database_answering(saver):
+        out["database_error"] = "not asked while the last backup is failing"
+        return out
     try:
+        if stats.last_backup is None:
+            newest = saver.store.runs(1)
+            if newest:
+                out["last_run_at"] = newest[0]["finished_at"]
+                out["last_run_ok"] = newest[0]["error"] is None
+                out["last_run_error"] = newest[0]["error"]
         gens = saver.generations()
         out["generations_kept"] = len(gens)
         out["latest_generation"] = gens[0].generation if gens else None
@@ -541,13 +567,13 @@ def _runs_from_memory(saver: HybridSaver) -> list[dict[str, Any]]:
 def runs_frame(saver: HybridSaver, limit: int = 500) -> pd.DataFrame:
     """Backup runs, newest first (columns :data:`RUN_COLUMNS`).
 
-    Read from the runs table; while PostgreSQL cannot answer, from the runs this process kept in
-    memory (``df.attrs["source"]`` says which: ``"database"`` or ``"memory"``).
+    Read from the runs table; while the saver is offline or its last backup failed, from the runs
+    this process kept in memory (``df.attrs["source"]`` says which: ``"database"`` or ``"memory"``).
     """
     source = "database"
     try:
-        if not attached(saver):
-            raise HybridSaverError("offline")
+        if not database_answering(saver):
+            raise HybridSaverError("offline or failing")
         raw = saver.store.runs(limit)
     except DB_ERRORS:
         raw = _runs_from_memory(saver)[:limit]
@@ -588,15 +614,39 @@ class StatsHistory:
     ``saver.add_listener``) and whenever a page asks (:meth:`sample`, throttled).
     """
 
-    def __init__(self, saver: HybridSaver, maxlen: int = 5000, min_gap: float = 1.0) -> None:
+    def __init__(self, saver: HybridSaver, maxlen: int = 10_000, min_gap: float = 1.0) -> None:
         self.saver = saver
         self.min_gap = min_gap
         self._samples: deque[tuple[datetime, int, int, int, float]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, every: float) -> None:
+        """Also sample every ``every`` seconds from a daemon thread (so the lag between two backups
+        is seen even when no page is open), until :meth:`stop` or the saver closes."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(every) and not self.saver.closed:
+                try:
+                    self.sample(force=True)
+                except Exception:  # noqa: BLE001 - a failed sample must not end the sampling
+                    logger.exception("sampling the saver's figures failed")
+
+        self._thread = threading.Thread(target=loop, name="hybrid-saver-stats", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sampling thread (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def sample(self, force: bool = False) -> None:
         """Record the saver's figures now (at most once per ``min_gap`` seconds unless ``force``)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self._lock:
             if not force and self._samples and (now - self._samples[-1][0]).total_seconds() < self.min_gap:
                 return
@@ -725,6 +775,7 @@ __all__ = [
     "backup_figures",
     "checkpoint_history",
     "checkpoint_state",
+    "database_answering",
     "diff_checkpoints",
     "export_thread",
     "filter_threads",

@@ -1,0 +1,112 @@
+"""Chat: talk to the demo graph; the sidebar lists threads, newest first (new, rename, delete)."""
+
+import streamlit as st
+
+from agent import stream_turn, thread_config
+from dashboard import threads, ui
+from persistence.views import attached, filter_threads
+
+SIDEBAR_THREADS = 30
+
+runtime = ui.page_setup("Chat")
+saver = runtime.saver
+if "chat_thread" not in st.session_state:
+    st.session_state.chat_thread = threads.new_thread_id()
+
+
+def _open(thread_id: str) -> None:
+    st.session_state.chat_thread = thread_id
+
+
+def _after_delete(thread_id: str) -> None:
+    if st.session_state.get("chat_thread") == thread_id:
+        st.session_state.chat_thread = threads.new_thread_id()
+
+
+# -- sidebar: history ----------------------------------------------------------------------------
+with st.sidebar:
+    st.button(
+        "New chat",
+        icon=":material/add:",
+        type="primary",
+        width="stretch",
+        on_click=_open,
+        args=(threads.new_thread_id(),),
+    )
+    all_threads = runtime.threads.frame()
+    query = st.text_input("Find a chat", key="chat_search", placeholder="title or id", label_visibility="collapsed")
+    shown = filter_threads(all_threads, query).head(SIDEBAR_THREADS)
+    n = len(all_threads)
+    st.caption(ui.plural(n, "thread") + (f", {len(shown)} shown" if n > len(shown) else ""))
+    with st.container(key="chat_history"):
+        for row in shown.itertuples():
+            st.button(
+                (row.title or row.thread_id)[:48],
+                key=f"open-{row.thread_id}",
+                type="primary" if row.thread_id == st.session_state.chat_thread else "tertiary",
+                width="stretch",
+                help=row.thread_id,
+                on_click=_open,
+                args=(row.thread_id,),
+            )
+    # left-align the history like a list (Streamlit centres button labels)
+    st.html(
+        "<style>.st-key-chat_history button, .st-key-chat_history button div "
+        "{ justify-content: flex-start !important; text-align: left !important; }</style>"
+    )
+    st.caption(f"Model: {runtime.responder}")
+
+# -- the thread ----------------------------------------------------------------------------------
+thread_id = st.session_state.chat_thread
+state = None
+with ui.reporting("Reading the thread", runtime):
+    state = runtime.graph.get_state(thread_config(thread_id))
+values = state.values if state is not None else {}
+messages = values.get("messages", [])
+title = values.get("title") or ""
+exists = threads.thread_exists(runtime, thread_id)
+
+head, actions = st.columns([4, 2], vertical_alignment="center")
+with head:
+    st.subheader(title or ("New chat" if not exists else thread_id))
+    if exists:
+        with saver.lock:
+            count = sum(len(cps) for cps in saver.storage.get(thread_id, {}).values())
+        backed = thread_id not in saver.pending_threads() and attached(saver)
+        status = ":green[backed up]" if backed else ":orange[latest changes not backed up yet]"
+        st.caption(f"`{thread_id}` · {ui.plural(count, 'checkpoint')} · {status}")
+    else:
+        st.caption(f"`{thread_id}` · not saved yet: send a message to start")
+if exists:
+    with actions:
+        rename_col, delete_col = st.columns(2)
+        with rename_col.popover("Rename", icon=":material/edit:", width="stretch"):
+            with st.form("rename", border=False):
+                new_title = st.text_input("Title", value=title, max_chars=threads.TITLE_LIMIT, key="rename_title")
+                if st.form_submit_button("Save", type="primary"):
+                    with ui.reporting("Rename", runtime) as outcome:
+                        saved = threads.rename(runtime, thread_id, new_title)
+                    if not outcome.failed:
+                        ui.flash(f"Renamed to “{saved}”", icon=":material/edit:")
+                        st.rerun()
+        if delete_col.button("Delete", icon=":material/delete:", width="stretch"):
+            threads.ask_delete(thread_id, title)
+
+threads.dialogs(runtime, on_deleted=_after_delete)
+
+ui.render_messages(messages)
+if not messages:
+    st.info(
+        "Tell the assistant something about yourself (“my name is Ana”), ask it back later (“what is my "
+        "name?”), then restart the app: the thread comes back from PostgreSQL.",
+        icon=":material/lightbulb:",
+    )
+
+prompt = st.chat_input("Your message")
+if prompt:
+    st.chat_message("user").markdown(prompt)
+    with st.chat_message("assistant"):
+        with ui.reporting("Reply", runtime) as outcome:
+            st.write_stream(stream_turn(runtime.graph, thread_id, prompt))
+    if not outcome.failed:
+        st.rerun()
