@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import dataclasses
 import json
+from collections import deque
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
+from langgraph.checkpoint.base import writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 
-def to_jsonable(value: Any) -> Any:
-    """Turn decoded checkpoint values (messages, pydantic models, bytes, sets...) into JSON types."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+def to_jsonable(value: Any, _depth: int = 0) -> Any:
+    """Return ``value`` as plain JSON types (messages and models as dicts, bytes as base64)."""
+    if _depth > 40:
+        return repr(value)[:200]
+    if value is None or isinstance(value, (bool, int, str)):
         return value
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return {"__bytes__": base64.b64encode(value).decode()}
-    if isinstance(value, (dt.datetime, dt.date)):
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
-    if hasattr(value, "model_dump"):
-        return to_jsonable(value.model_dump())
-    if hasattr(value, "_asdict"):
-        return to_jsonable(value._asdict())
-    return repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, deque)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [to_jsonable(v, _depth + 1) for v in items]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return to_jsonable(dump(), _depth + 1)
+        except Exception:  # noqa: BLE001 - a broken model still has a repr
+            return repr(value)[:2000]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value), _depth + 1)
+    return repr(value)[:2000]
 
 
 def export_thread(
@@ -37,10 +49,10 @@ def export_thread(
     blobs: Mapping[tuple, Any],
     serde: SerializerProtocol,
 ) -> dict[str, Any]:
-    """Decode one thread from InMemorySaver-shaped dicts into a JSON-ready dict, newest checkpoint first."""
+    """Decode one thread from InMemorySaver-shaped dicts into a JSON-ready dict, oldest checkpoint first."""
     checkpoints = []
     for ns, cps in storage.get(thread_id, {}).items():
-        for cid in sorted(cps, reverse=True):
+        for cid in sorted(cps):
             (checkpoint_t, metadata_t, parent) = cps[cid]
             checkpoint = serde.loads_typed(checkpoint_t)
             values = {}
@@ -48,22 +60,26 @@ def export_thread(
                 blob = blobs.get((thread_id, ns, channel, version))
                 if blob is not None and blob[0] != "empty":
                     values[channel] = serde.loads_typed(blob)
+            stored = writes.get((thread_id, ns, cid), {})
             pending = [
                 {"task_id": task, "channel": channel, "value": to_jsonable(serde.loads_typed(value)), "path": path}
-                for (task, channel, value, path) in writes.get((thread_id, ns, cid), {}).values()
+                for (task, channel, value, path) in (
+                    stored[k] for k in sorted(stored, key=lambda k: writes_sort_key(stored[k][3], *k))
+                )
             ]
             checkpoints.append(
                 {
                     "checkpoint_ns": ns,
                     "checkpoint_id": cid,
-                    "parent_checkpoint_id": parent,
+                    "parent_id": parent,
                     "ts": checkpoint.get("ts"),
                     "metadata": to_jsonable(serde.loads_typed(metadata_t)),
-                    "channel_values": to_jsonable(values),
+                    "values": to_jsonable(values),
                     "pending_writes": pending,
                 }
             )
-    return {"thread_id": thread_id, "checkpoints": checkpoints}
+    checkpoints.sort(key=lambda c: (c["checkpoint_ns"] != "", c["checkpoint_id"]))
+    return {"thread_id": thread_id, "exported_at": datetime.now(UTC).isoformat(), "checkpoints": checkpoints}
 
 
 def dumps(document: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ streamlit: the pages in ``pages/`` render what these functions return.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
@@ -16,15 +15,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from persistence import export
 from persistence.db import scrub
 from persistence.errors import HybridSaverError
+from persistence.export import to_jsonable
 
 if TYPE_CHECKING:
     from persistence.saver import BackupRun, HybridSaver
@@ -77,34 +78,6 @@ PREVIEW_COLUMNS = ["thread_id", "change", "checkpoints_now", "checkpoints_then",
 
 
 # -- JSON ----------------------------------------------------------------------------------------
-
-
-def to_jsonable(value: Any, _depth: int = 0) -> Any:
-    """Return ``value`` as plain JSON types (messages and models as dicts, bytes as base64)."""
-    if _depth > 40:
-        return repr(value)[:200]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, deque)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [to_jsonable(v, _depth + 1) for v in items]
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return to_jsonable(dump(), _depth + 1)
-        except Exception:  # noqa: BLE001 - a broken model still has a repr
-            return repr(value)[:2000]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value), _depth + 1)
-    return repr(value)[:2000]
 
 
 def preview(value: Any, limit: int = 120) -> str:
@@ -443,28 +416,11 @@ def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None
 
 def export_thread(saver: HybridSaver, thread_id: str) -> dict[str, Any]:
     """Every checkpoint of a thread (all namespaces), oldest first, as JSON-able dicts."""
-    checkpoints = []
-    for found in reversed(list(saver.list({"configurable": {"thread_id": thread_id}}))):
-        conf = found.config["configurable"]
-        checkpoints.append(
-            {
-                "checkpoint_ns": conf.get("checkpoint_ns", ""),
-                "checkpoint_id": found.checkpoint["id"],
-                "parent_id": found.parent_config["configurable"].get("checkpoint_id") if found.parent_config else None,
-                "ts": found.checkpoint.get("ts"),
-                "metadata": to_jsonable(found.metadata),
-                "values": to_jsonable(found.checkpoint.get("channel_values") or {}),
-                "pending_writes": [
-                    {"task_id": task, "channel": channel, "value": to_jsonable(value)}
-                    for task, channel, value in found.pending_writes or []
-                ],
-            }
-        )
-    return {
-        "thread_id": thread_id,
-        "exported_at": datetime.now(UTC).isoformat(),
-        "checkpoints": checkpoints,
-    }
+    with saver.lock:  # copy references only; decoding happens outside the lock
+        storage = {thread_id: {ns: dict(cps) for ns, cps in saver.storage.get(thread_id, {}).items()}}
+        writes = {k: dict(w) for k, w in saver.writes.items() if k[0] == thread_id}
+        blobs = {k: b for k, b in saver.blobs.items() if k[0] == thread_id}
+    return export.export_thread(thread_id, storage, writes, blobs, saver.serde)
 
 
 # -- backups -------------------------------------------------------------------------------------
