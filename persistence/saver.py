@@ -179,7 +179,9 @@ class HybridSaver(InMemorySaver):
         self._backup_lock = threading.Lock()
         self._dirty = _Dirty()
         self._owns_pool = False
-        self._closed = False
+        # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
+        # of the saver, and must see it closed too
+        self._closed = threading.Event()
         self._close_lock = threading.Lock()
         self._unlogged: list[dict[str, Any]] = []
         self.last_run: BackupRun | None = None
@@ -363,7 +365,7 @@ class HybridSaver(InMemorySaver):
         Idempotent. If the final backup fails, the error is logged and the run recorded as failed.
         """
         with self._close_lock:
-            if self._closed:
+            if self._closed.is_set():
                 return
             self._close_locked()
 
@@ -377,7 +379,7 @@ class HybridSaver(InMemorySaver):
             if not run.ok:
                 logger.error("final backup failed; %s changes were not saved: %s", run.pending, run.error)
         finally:
-            self._closed = True
+            self._closed.set()
             self.store.release()
             if self._owns_pool:
                 self.pool.close()
@@ -385,7 +387,7 @@ class HybridSaver(InMemorySaver):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed.is_set()
 
     def __enter__(self) -> HybridSaver:
         return self
@@ -400,7 +402,7 @@ class HybridSaver(InMemorySaver):
         self.close()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed.is_set():
             raise SaverClosed("This HybridSaver is closed. Create a new one with HybridSaver.from_url(...).")
 
     # -- validation -----------------------------------------------------------------------------
@@ -430,7 +432,7 @@ class HybridSaver(InMemorySaver):
     # -- reads (from memory, never creating entries) ---------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        if self._closed:
+        if self._closed.is_set():
             self._check_open()
         conf = config["configurable"]
         namespaces = self.storage.get(conf["thread_id"])

@@ -266,3 +266,20 @@ def test_cli_against_a_live_saver(open_saver: Callable[..., HybridSaver], db_url
     unknown = cli("restore", "999")
     assert unknown.returncode == 1 and "Generation 999 does not exist" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_a_shallow_copy_shares_pending_changes_and_close(open_saver: Callable[..., HybridSaver]) -> None:
+    """LANGGRAPH_STRICT_MSGPACK graphs use copy.copy(saver): the copy must stay part of it."""
+    import copy
+
+    from persistence import SaverClosed
+
+    saver = open_saver()
+    clone = copy.copy(saver)
+    put_checkpoint(clone, "t", {"m": 1})
+    assert saver.backup().rows > 0
+    put_checkpoint(clone, "t", {"m": 2}, step=1)
+    assert saver.stats().pending > 0
+    saver.close()
+    with pytest.raises(SaverClosed):
+        put_checkpoint(clone, "t", {"m": 3}, step=2)
