@@ -11,16 +11,22 @@ BASE_TESTS = 58
 EXTENDED_TESTS = 23
 
 
-async def test_conformance_all_81_tests_pass(db_url: str) -> None:
-    @checkpointer_test(name="HybridSaver")
+def _register(name: str, url: str):
+    """A conformance factory: a fresh saver per capability suite, closed (final backup) after it."""
+
+    @checkpointer_test(name=name)
     async def hybrid():
-        saver = HybridSaver.from_url(db_url, backup_interval=None)
+        saver = HybridSaver.from_url(url, backup_interval=None)
         try:
             yield saver
         finally:
             saver.close()
 
-    report = await validate(hybrid)
+    return hybrid
+
+
+async def test_conformance_all_81_tests_pass(db_url: str) -> None:
+    report = await validate(_register("HybridSaver", db_url))
     failures = {name: r.failures for name, r in report.results.items() if r.tests_failed}
     assert not failures, failures
 
@@ -34,18 +40,11 @@ async def test_conformance_all_81_tests_pass(db_url: str) -> None:
 
 async def test_conformance_state_survives_backup_and_reload(db_url: str) -> None:
     """The suite's final state, backed up and reloaded, is the same state."""
-
-    @checkpointer_test(name="HybridSaver-reload")
-    async def hybrid():
-        saver = HybridSaver.from_url(db_url, backup_interval=None)
-        try:
-            yield saver
-        finally:
-            saver.close()
-
     from langgraph.checkpoint.conformance.capabilities import Capability
 
-    report = await validate(hybrid, capabilities={Capability.PUT.value, Capability.PUT_WRITES.value})
+    report = await validate(
+        _register("HybridSaver-reload", db_url), capabilities={Capability.PUT.value, Capability.PUT_WRITES.value}
+    )
     assert all(r.tests_failed == 0 for r in report.results.values())
     first = HybridSaver.from_url(db_url, backup_interval=None)
     storage = {t: {ns: dict(c) for ns, c in n.items()} for t, n in first.storage.items()}
