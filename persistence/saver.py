@@ -946,7 +946,7 @@ class HybridSaver(InMemorySaver):
     ) -> RestoreResult:
         """Put back the state of ``generation``, for all threads or one.
 
-        The generation is read and every row decoded first; then a "pre-restore" generation is
+        The generation is read and every row checked against its checksum first; then a "pre-restore" generation is
         taken (the undo point), and the restored state is committed as a generation of its own, so
         a restart after a restore comes back restored. Writers wait while a restore runs.
 
@@ -974,13 +974,13 @@ class HybridSaver(InMemorySaver):
                     f"Thread {thread_id!r:.120} is not in generation {generation}. "
                     "Pick a generation that holds it (the Restore page or `python -m persistence generations`)."
                 )
-            snap = self.store.load(generation, thread_id)
+            snap = self.store.load(generation, thread_id, verify=True)
         except _DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot read generation {generation} from {describe_url(self.conninfo)}: "
                 f"{scrub(str(exc), self.conninfo)}. Nothing was changed; retry when PostgreSQL is back."
             ) from None
-        damaged = self._drop_damaged(snap)
+        damaged = snap.damaged
         if damaged and on_damage == "refuse":
             listed = ", ".join(f"thread {t!r:.60} {what}" for t, what in damaged[:10])
             raise CorruptBackup(
@@ -1035,42 +1035,6 @@ class HybridSaver(InMemorySaver):
             checkpoints=snap.checkpoints,
             damaged=damaged,
         )
-
-    def _drop_damaged(self, snap: Snapshot) -> list[tuple[str, str]]:
-        """Decode every row of ``snap``; remove the ones that fail and return what they were."""
-        loads = self.serde.loads_typed
-        damaged: list[tuple[str, str]] = []
-        dropped: dict[str, list[tuple]] = {"checkpoints": [], "writes": [], "blobs": []}
-        for tid, namespaces in snap.storage.items():
-            for ns, cps in namespaces.items():
-                for cid in list(cps):
-                    checkpoint, metadata, _parent = cps[cid]
-                    try:
-                        loads(checkpoint)
-                        loads(metadata)
-                    except Exception:  # noqa: BLE001 - any decode failure means damage
-                        damaged.append((tid, f"checkpoint {cid}"))
-                        dropped["checkpoints"].append((tid, ns, cid))
-                        del cps[cid]
-        for (tid, ns, cid), inner in snap.writes.items():
-            for key in list(inner):
-                try:
-                    loads(inner[key][2])
-                except Exception:  # noqa: BLE001
-                    damaged.append((tid, f"write {key[0]}/{key[1]} of checkpoint {cid}"))
-                    dropped["writes"].append((tid, ns, cid, *key))
-                    del inner[key]
-        for key in list(snap.blobs):
-            if snap.blobs[key][0] == "empty":
-                continue
-            try:
-                loads(snap.blobs[key])
-            except Exception:  # noqa: BLE001
-                damaged.append((key[0], f"channel value {key[2]}@{key[3]}"))
-                dropped["blobs"].append(key)
-                del snap.blobs[key]
-        snap.dropped = dropped
-        return damaged
 
     def _tombstone_damaged(self, dropped: dict[str, list[tuple]]) -> None:
         """Mark rows left out of a restore as deleted, so the next generation drops them too."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,7 +116,26 @@ MIGRATIONS: list[str] = [
         stopped_at  timestamptz
     );
     """,
+    # v2: a CRC-32 of each row's payload, so a restore can detect damage without decoding every value
+    """
+    ALTER TABLE {s}.checkpoints ADD COLUMN crc bigint;
+    ALTER TABLE {s}.writes ADD COLUMN crc bigint;
+    ALTER TABLE {s}.blobs ADD COLUMN crc bigint;
+    """,
 ]
+
+
+def row_crc(payload: tuple) -> int:
+    """CRC-32 over a row's payload columns, each length-prefixed (None and "" differ)."""
+    crc = 0
+    for value in payload:
+        if value is None:
+            crc = zlib.crc32(b"\xff\xff\xff\xff", crc)
+            continue
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        crc = zlib.crc32(len(data).to_bytes(4, "little"), crc)
+        crc = zlib.crc32(data, crc)
+    return crc
 
 
 # -- key encoding --------------------------------------------------------------------------------
@@ -202,8 +222,9 @@ class Snapshot:
     writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
     blobs: dict[tuple, tuple[str, bytes]] = field(default_factory=dict)
     bytes: int = 0
-    #: keys removed by a damage check, per table
+    #: keys removed by a damage check, per table, and what they were (thread id, description)
     dropped: dict[str, list[tuple]] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def checkpoints(self) -> int:
@@ -464,17 +485,18 @@ class Store:
 
     def _copy_in(self, cur: psycopg.Cursor, table: str, rows: list[tuple], gen: int) -> int:
         keys, payload, types = TABLES[table]
-        cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "added_gen")))
+        cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
+        nkeys = len(keys)
         nbytes = 0
         stmt = sql.SQL("COPY {s}.{t} ({c}) FROM STDIN (FORMAT BINARY)").format(
             s=self._s, t=sql.Identifier(table), c=cols
         )
         with cur.copy(stmt) as copy:
-            copy.set_types([*types, "int8"])
+            copy.set_types([*types, "int8", "int8"])
             write = copy.write_row
             for row in rows:
                 nbytes += sum(len(v) for v in row if isinstance(v, bytes))
-                write((*row, gen))
+                write((*row, row_crc(row[nkeys:]), gen))
         return nbytes
 
     # -- reading back -------------------------------------------------------------------------
@@ -484,9 +506,16 @@ class Store:
             return sql.SQL("deleted_gen IS NULL"), []
         return sql.SQL("added_gen <= %s AND (deleted_gen IS NULL OR deleted_gen > %s)"), [generation, generation]
 
-    def iter_rows(self, table: str, generation: int | None = None, thread_id: str | None = None) -> Iterator[tuple]:
-        """Yield the raw rows of ``table`` live at ``generation`` (None: the newest state)."""
+    def iter_rows(
+        self, table: str, generation: int | None = None, thread_id: str | None = None, *, crc: bool = False
+    ) -> Iterator[tuple]:
+        """Yield the raw rows of ``table`` live at ``generation`` (None: the newest state).
+
+        With ``crc`` each row ends with its stored checksum (None for rows older than schema v2).
+        """
         keys, payload, types = TABLES[table]
+        if crc:
+            payload, types = (*payload, "crc"), (*types, "int8")
         where, params = self._live_at(generation)
         if thread_id is not None:
             where = sql.SQL("{} AND thread_id = %s").format(where)
@@ -502,33 +531,70 @@ class Store:
                 copy.set_types(list(types))
                 yield from copy.rows()
 
-    def load(self, generation: int | None = None, thread_id: str | None = None) -> Snapshot:
-        """Read the state at ``generation`` (or the newest) into InMemorySaver-shaped dicts."""
+    def load(self, generation: int | None = None, thread_id: str | None = None, *, verify: bool = False) -> Snapshot:
+        """Read the state at ``generation`` (or the newest) into InMemorySaver-shaped dicts.
+
+        With ``verify``, rows whose payload no longer matches its checksum are left out and listed
+        in ``snapshot.damaged`` (thread id, what) and ``snapshot.dropped`` (keys per table).
+        """
         snap = Snapshot()
         nbytes = 0
+        names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
+
+        def name(data: bytes) -> str:
+            text = names.get(data)
+            if text is None:
+                text = names[data] = dec(data)
+            return text
+
+        damaged: list[tuple[str, str]] = []
+        dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
+
+        def bad(row: tuple, width: int) -> bool:
+            stored = row[-1]
+            return stored is not None and stored != row_crc(row[width:-1])
+
         storage = snap.storage
-        for tid, ns, cid, parent, ctype, cdata, mtype, mdata in self.iter_rows("checkpoints", generation, thread_id):
+        for row in self.iter_rows("checkpoints", generation, thread_id, crc=verify):
+            tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
+            if verify and bad(row, 3):
+                damaged.append((name(tid), f"checkpoint {dec(cid)}"))
+                dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
+                continue
             nbytes += len(cdata or b"") + len(mdata or b"")
-            storage.setdefault(dec(tid), {}).setdefault(dec(ns), {})[dec(cid)] = (
+            storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
                 (ctype, cdata),
                 (mtype, mdata),
                 dec(parent) if parent is not None else None,
             )
         writes = snap.writes
-        for tid, ns, cid, task, idx, channel, vtype, value, path in self.iter_rows("writes", generation, thread_id):
+        for row in self.iter_rows("writes", generation, thread_id, crc=verify):
+            tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
+            if verify and bad(row, 5):
+                damaged.append((name(tid), f"write {dec(task)}/{idx} of checkpoint {dec(cid)}"))
+                dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
+                continue
             nbytes += len(value or b"")
-            task_s = dec(task)
-            writes.setdefault((dec(tid), dec(ns), dec(cid)), {})[(task_s, idx)] = (
+            task_s = name(task)
+            writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
                 task_s,
-                dec(channel),
+                name(channel),
                 (vtype, value),
-                dec(path),
+                name(path),
             )
         blobs = snap.blobs
-        for tid, ns, channel, version, vtype, value in self.iter_rows("blobs", generation, thread_id):
+        for row in self.iter_rows("blobs", generation, thread_id, crc=verify):
+            tid, ns, channel, version, vtype, value = row[:6]
+            key = (name(tid), name(ns), name(channel), dec_version(version))
+            if verify and bad(row, 4):
+                damaged.append((key[0], f"channel value {key[2]}@{key[3]}"))
+                dropped["blobs"].append(key)
+                continue
             nbytes += len(value or b"")
-            blobs[(dec(tid), dec(ns), dec(channel), dec_version(version))] = (vtype, value)
+            blobs[key] = (vtype, value)
         snap.bytes = nbytes
+        snap.damaged = damaged
+        snap.dropped = dropped
         return snap
 
     def has_thread(self, generation: int, thread_id: str) -> bool:
@@ -590,7 +656,7 @@ class Store:
                     [new, generation, *scope_params],
                 )
                 nrows += max(cur.rowcount, 0)
-                cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload)))
+                cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc")))
                 cur = conn.execute(
                     sql.SQL(
                         "INSERT INTO {s}.{t} ({c}, added_gen) SELECT {c}, %s FROM {s}.{t} "
