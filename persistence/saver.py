@@ -102,11 +102,16 @@ class RestoreResult:
 
 @dataclass
 class _Dirty:
-    """Keys changed since the last backup. The bool says 'a live row may exist in PostgreSQL'."""
+    """Keys changed since the last backup, each with ``(existed, value)``: ``existed`` says 'a live
+    row may exist in PostgreSQL', ``value`` is the value stored at the last change (None: deleted).
 
-    checkpoints: dict[tuple, bool] = field(default_factory=dict)
-    writes: dict[tuple, bool] = field(default_factory=dict)
-    blobs: dict[tuple, bool] = field(default_factory=dict)
+    Keeping the value here makes the backup's cut a swap: its rows are built from the swapped-out
+    set outside the lock, and they are exactly the state at the moment of the swap.
+    """
+
+    checkpoints: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    writes: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    blobs: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
     deleted_threads: set[str] = field(default_factory=set)
     since: float | None = None
 
@@ -114,12 +119,11 @@ class _Dirty:
         return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
 
     def take(self) -> _Dirty:
-        """Move the keys into a new ``_Dirty`` and empty this one in place (graphs may share it)."""
-        out = _Dirty(dict(self.checkpoints), dict(self.writes), dict(self.blobs), set(self.deleted_threads), self.since)
-        self.checkpoints.clear()
-        self.writes.clear()
-        self.blobs.clear()
-        self.deleted_threads.clear()
+        """Move the keys into a new ``_Dirty`` and leave this one empty, in O(1): the containers are
+        handed over, not copied. This object stays the one graphs share; its users read the
+        containers through it, under the saver's lock."""
+        out = _Dirty(self.checkpoints, self.writes, self.blobs, self.deleted_threads, self.since)
+        self.checkpoints, self.writes, self.blobs, self.deleted_threads = {}, {}, {}, set()
         self.since = None
         return out
 
@@ -134,11 +138,12 @@ def _unserialisable(exc: Exception, what: str) -> Exception:
     )
 
 
-def _mark(table: dict[tuple, bool], key: tuple, existed: bool) -> None:
-    if existed or table.get(key, False):
-        table[key] = True
-    else:
-        table[key] = False
+def _mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:
+    """Record that ``key`` now holds ``value`` (None: deleted)."""
+    if not existed:
+        old = table.get(key)
+        existed = old is not None and old[0]
+    table[key] = (existed, value)
 
 
 class HybridSaver(InMemorySaver):
@@ -339,7 +344,7 @@ class HybridSaver(InMemorySaver):
                 mem = self.storage[tid].setdefault(ns, {})
                 for cid, entry in cps.items():
                     if cid in mem:
-                        _mark(d.checkpoints, (tid, ns, cid), True)
+                        _mark(d.checkpoints, (tid, ns, cid), True, mem[cid])
                     else:
                         mem[cid] = entry
         for outer, inner in snap.writes.items():
@@ -348,14 +353,14 @@ class HybridSaver(InMemorySaver):
             mem_w = self.writes.setdefault(outer, {})
             for key, value in inner.items():
                 if key in mem_w:
-                    _mark(d.writes, (*outer, *key), True)
+                    _mark(d.writes, (*outer, *key), True, mem_w[key])
                 else:
                     mem_w[key] = value
         for key, value in snap.blobs.items():
             if key[0] in d.deleted_threads:
                 continue
             if key in self.blobs:
-                _mark(d.blobs, key, True)
+                _mark(d.blobs, key, True, self.blobs[key])
             else:
                 self.blobs[key] = value
 
@@ -513,9 +518,11 @@ class HybridSaver(InMemorySaver):
             d = self._dirty
             if d.since is None:
                 d.since = time.time()
-            _mark(d.checkpoints, (thread_id, ns, checkpoint_id), existed_cp)
+            _mark(d.checkpoints, (thread_id, ns, checkpoint_id), existed_cp, saved)
+            blobs = self.blobs
             for (k, v), existed in zip(new_versions.items(), existed_blobs, strict=True):
-                _mark(d.blobs, (thread_id, ns, k, v), existed)
+                key = (thread_id, ns, k, v)
+                _mark(d.blobs, key, existed, blobs[key])
         return result
 
     def put_writes(
@@ -565,7 +572,7 @@ class HybridSaver(InMemorySaver):
                 if inner[1] >= 0 and existed:
                     continue  # InMemorySaver keeps the first write of a regular index
                 if inner in stored:
-                    _mark(d.writes, (*outer, *inner), existed)
+                    _mark(d.writes, (*outer, *inner), existed, stored[inner])
                     changed = True
             if changed and d.since is None:
                 d.since = time.time()
@@ -643,20 +650,20 @@ class HybridSaver(InMemorySaver):
             for ns, cps in src.items():
                 dst = target.setdefault(ns, {})
                 for cid, entry in cps.items():
-                    _mark(d.checkpoints, (target_thread_id, ns, cid), cid in dst)
+                    _mark(d.checkpoints, (target_thread_id, ns, cid), cid in dst, entry)
                     dst[cid] = entry
             for (tid, ns, cid), inner in list(self.writes.items()):
                 if tid != source_thread_id:
                     continue
                 dst_w = self.writes.setdefault((target_thread_id, ns, cid), {})
                 for key, value in inner.items():
-                    _mark(d.writes, (target_thread_id, ns, cid, *key), key in dst_w)
+                    _mark(d.writes, (target_thread_id, ns, cid, *key), key in dst_w, value)
                     dst_w[key] = value
             for (tid, ns, ch, ver), value in list(self.blobs.items()):
                 if tid != source_thread_id:
                     continue
                 key = (target_thread_id, ns, ch, ver)
-                _mark(d.blobs, key, key in self.blobs)
+                _mark(d.blobs, key, key in self.blobs, value)
                 self.blobs[key] = value
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -737,50 +744,50 @@ class HybridSaver(InMemorySaver):
 
     # -- backup ---------------------------------------------------------------------------------
 
-    def _cut(self) -> tuple[_Dirty, Changes]:
-        """Swap the dirty keys for an empty set and copy the changed rows. Caller holds the lock."""
-        cut = self._dirty.take()
+    def _cut(self) -> _Dirty:
+        """Take the dirty keys (with their values), leaving an empty set. Caller holds the lock: O(1)."""
+        return self._dirty.take()
+
+    @staticmethod
+    def _changes(cut: _Dirty) -> Changes:
+        """The rows and tombstones of a cut. Needs no lock: the cut is no longer shared."""
         changes = Changes(deleted_threads=sorted(cut.deleted_threads))
         rows, tombs = changes.rows, changes.tombstones
-        storage, writes, blobs = self.storage, self.writes, self.blobs
-        for key, existed in cut.checkpoints.items():
-            tid, ns, cid = key
-            entry = storage.get(tid, {}).get(ns, {}).get(cid)
+        cp_rows, cp_tombs = rows["checkpoints"], tombs["checkpoints"]
+        for (tid, ns, cid), (existed, entry) in cut.checkpoints.items():
             ekey = (enc(tid), enc(ns), enc(cid))
             if existed:
-                tombs["checkpoints"].append(ekey)
+                cp_tombs.append(ekey)
             if entry is not None:
                 (ctype, cdata), (mtype, mdata), parent = entry
-                rows["checkpoints"].append(
-                    (*ekey, enc(parent) if parent is not None else None, ctype, cdata, mtype, mdata)
-                )
-        for key, existed in cut.writes.items():
-            tid, ns, cid, task, idx = key
-            value = writes.get((tid, ns, cid), {}).get((task, idx))
+                cp_rows.append((*ekey, enc(parent) if parent is not None else None, ctype, cdata, mtype, mdata))
+        w_rows, w_tombs = rows["writes"], tombs["writes"]
+        for (tid, ns, cid, task, idx), (existed, value) in cut.writes.items():
             ekey = (enc(tid), enc(ns), enc(cid), enc(task), idx)
             if existed:
-                tombs["writes"].append(ekey)
+                w_tombs.append(ekey)
             if value is not None:
                 _task, channel, (vtype, vdata), path = value
-                rows["writes"].append((*ekey, enc(channel), vtype, vdata, enc(path)))
-        for key, existed in cut.blobs.items():
-            tid, ns, ch, ver = key
-            value = blobs.get(key)
+                w_rows.append((*ekey, enc(channel), vtype, vdata, enc(path)))
+        b_rows, b_tombs = rows["blobs"], tombs["blobs"]
+        for (tid, ns, ch, ver), (existed, value) in cut.blobs.items():
             ekey = (enc(tid), enc(ns), enc(ch), enc_version(ver))
             if existed:
-                tombs["blobs"].append(ekey)
+                b_tombs.append(ekey)
             if value is not None:
-                rows["blobs"].append((*ekey, value[0], value[1]))
-        return cut, changes
+                b_rows.append((*ekey, value[0], value[1]))
+        return changes
 
     def _merge_back(self, cut: _Dirty) -> None:
         """Put the keys of a failed cut back into the pending set. Caller holds the lock."""
         d = self._dirty
         for old, new in ((cut.checkpoints, d.checkpoints), (cut.writes, d.writes), (cut.blobs, d.blobs)):
-            for key, existed in old.items():
+            for key, (existed, value) in old.items():
                 if key[0] in d.deleted_threads:
                     continue
-                new[key] = existed or new.get(key, False)
+                newer = new.get(key)
+                # a newer change keeps its value; a live row may exist if either change says so
+                new[key] = (existed or newer[0], newer[1]) if newer is not None else (existed, value)
         d.deleted_threads |= cut.deleted_threads
         if cut.since is not None:
             d.since = cut.since if d.since is None else min(cut.since, d.since)
@@ -827,7 +834,8 @@ class HybridSaver(InMemorySaver):
                 self._record(run, request_id, (None, None))
                 return run
         with self.lock:
-            cut, changes = self._cut()
+            cut = self._cut()
+        changes = self._changes(cut)
         lag = time.time() - cut.since if cut.since is not None else 0.0
         pending = len(cut)
         generation = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
 from persistence.errors import GenerationNotFound, StoreLocked, ThreadNotFound
@@ -487,17 +488,19 @@ class Store:
         keys, payload, types = TABLES[table]
         cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
         nkeys = len(keys)
-        nbytes = 0
         stmt = sql.SQL("COPY {s}.{t} ({c}) FROM STDIN (FORMAT BINARY)").format(
             s=self._s, t=sql.Identifier(table), c=cols
         )
+        # set_types("bytea") would pick psycopg.dbapi20's pure-Python Binary dumper (registered
+        # last for that oid); the C-accelerated bytes dumper formats the rows much faster
+        cur.adapters.register_dumper(None, BytesBinaryDumper)
         with cur.copy(stmt) as copy:
             copy.set_types([*types, "int8", "int8"])
             write = copy.write_row
             for row in rows:
-                nbytes += sum(len(v) for v in row if isinstance(v, bytes))
                 write((*row, row_crc(row[nkeys:]), gen))
-        return nbytes
+        # bytes of the bytea columns (keys and payloads), summed per column rather than per row
+        return sum(sum(map(len, filter(None, (row[i] for row in rows)))) for i, t in enumerate(types) if t == "bytea")
 
     # -- reading back -------------------------------------------------------------------------
 
