@@ -38,7 +38,6 @@ class Target:
         self._puts = itertools.cycle(range(PUT_THREADS))
         self._latest: dict[int, str | None] = {}
         self._last_saved: dict[str, Any] | None = None
-        self._turns = itertools.count()
         self.turn_prefix = f"turn-{name}-"
 
     def fill_reads(self, templates: list[Template]) -> None:

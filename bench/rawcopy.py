@@ -108,18 +108,8 @@ def _spent(cpu: CpuClock | None, cpu0: float | None) -> float | None:
     return cpu1 - cpu0 if cpu1 is not None else None
 
 
-def payload_bytes(rows: dict[str, list[tuple]]) -> int:
-    """Bytes of the bytea/text values in ``rows`` (what the saver reports as bytes written)."""
-    total = 0
-    for table_rows in rows.values():
-        for row in table_rows:
-            for value in row:
-                if isinstance(value, bytes):
-                    total += len(value)
-    return total
-
-
 def table_bytes(url: str, schema: str) -> int:
+    """Bytes on disk of the tables (with TOAST and indexes) in ``schema``."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
@@ -129,4 +119,4 @@ def table_bytes(url: str, schema: str) -> int:
     return int(row[0]) if row else 0
 
 
-__all__ = ["checkpoint_server", "copy_in", "copy_out", "create_bare", "create_indexed", "payload_bytes", "table_bytes"]
+__all__ = ["checkpoint_server", "copy_in", "copy_out", "create_bare", "create_indexed", "table_bytes"]

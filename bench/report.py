@@ -204,6 +204,13 @@ def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(value)
 
 
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    ms = seconds * 1000
+    return f"{ms:,.0f}" if ms >= 10 else f"{ms:.3f}"
+
+
 def targets_table(results: dict[str, Any]) -> str:
     rows = []
     for name, t in results["targets"].items():
@@ -257,7 +264,7 @@ def backup_table(results: dict[str, Any]) -> str:
                 _f(s.get("backup_vs_raw_copy_cpu")),
                 _f(s.get("postgres_s")),
                 _f(s.get("backup_vs_postgres"), "{:.1f}x"),
-                _f(s["cut_s"] * 1000, "{:.0f}"),
+                _ms(s["cut_s"]),
             ]
         )
     return _table(
@@ -359,7 +366,7 @@ def other_table(results: dict[str, Any]) -> str:
         rows.append(
             [
                 "cut (lock hold) of the large backup",
-                f"{(during.get('backup_cut_s') or 0) * 1000:.0f} ms for {during['checkpoints']:,} checkpoints",
+                f"{_ms(during.get('backup_cut_s'))} ms for {during['checkpoints']:,} checkpoints",
             ]
         )
         lat = during["put_latency_from_schedule"]
