@@ -93,11 +93,19 @@ def _direct_saver(url: str, schema: str) -> HybridSaver:
     return HybridSaver.from_url(url, schema=schema, backup_interval=None, listen=False, handle_signals=False)
 
 
+def _ask_live(store: Store, op: str, timeout: float, **args: object) -> dict | None:
+    """Run ``op`` on the live saver and return its run; prints and returns None when it failed."""
+    run = send_command(store, op, timeout=timeout, **args)
+    if run.get("error"):
+        print(f"{op} failed: {run['error']}", file=sys.stderr)
+        return None
+    return run
+
+
 def _backup(store: Store, url: str, args: argparse.Namespace) -> int:
     if store.is_locked_by_other():
-        run = send_command(store, "backup", timeout=args.timeout)
-        if run.get("error"):
-            print(f"backup failed: {run['error']}", file=sys.stderr)
+        run = _ask_live(store, "backup", args.timeout)
+        if run is None:
             return 1
         print(f"live saver wrote generation {run['generation']} ({run['rows_written']} rows)")
         return 0
@@ -116,16 +124,15 @@ def _backup(store: Store, url: str, args: argparse.Namespace) -> int:
 def _restore(store: Store, url: str, args: argparse.Namespace) -> int:
     store.get_generation(args.generation)
     if store.is_locked_by_other():
-        run = send_command(
+        run = _ask_live(
             store,
             "restore",
-            timeout=args.timeout,
+            args.timeout,
             generation=args.generation,
             thread_id=args.thread_id,
             on_damage=args.on_damage,
         )
-        if run.get("error"):
-            print(f"restore failed: {run['error']}", file=sys.stderr)
+        if run is None:
             return 1
         print(f"live saver restored generation {args.generation} as generation {run['generation']}")
         return 0
