@@ -108,9 +108,23 @@ def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def _idle(page: Page) -> None:
+    """Wait until the script run is over ("Running..." gone), so a click is not lost to a rerun."""
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT_MS)
+
+
 def _nav(page: Page, name: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
-    expect(page.get_by_role("heading", name=name, level=1)).to_be_visible(timeout=WAIT_MS)
+    heading = page.get_by_role("heading", name=name, level=1)
+    for attempt in range(3):
+        _idle(page)
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
+        try:
+            expect(heading).to_be_visible(timeout=WAIT_MS // 3)
+            return
+        except AssertionError:
+            # a click that lands while the page reruns after a streamed reply can be dropped
+            if attempt == 2:
+                raise
 
 
 def _say(page: Page, text: str, reply: str) -> None:
@@ -118,6 +132,7 @@ def _say(page: Page, text: str, reply: str) -> None:
     box.fill(text)
     box.press("Enter")
     expect(page.get_by_test_id("stChatMessage").filter(has_text=reply).last).to_be_visible(timeout=WAIT_MS)
+    _idle(page)
 
 
 def test_chat_backup_restore_in_a_browser(server: tuple[str, subprocess.Popen], db_url: str) -> None:
