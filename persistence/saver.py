@@ -861,8 +861,7 @@ class HybridSaver(InMemorySaver):
             raise
         finished = datetime.now(UTC)
         if error is None and generation is not None:
-            gen = self._generation_counts(generation)
-            counts = gen
+            counts = self._generation_counts(generation)
         run = BackupRun(
             trigger=trigger,
             started_at=started,
@@ -878,17 +877,12 @@ class HybridSaver(InMemorySaver):
         return run
 
     def _generation_counts(self, generation: int) -> tuple[int | None, int | None]:
+        """(threads, checkpoints) of a written generation, for the runs table; (None, None) if unreadable."""
         try:
-            with self.pool.connection() as conn:
-                row = conn.execute(
-                    psycopg.sql.SQL("SELECT threads, checkpoints FROM {}.generations WHERE generation = %s").format(
-                        psycopg.sql.Identifier(self.store.schema)
-                    ),
-                    (generation,),
-                ).fetchone()
-            return (row[0], row[1]) if row else (None, None)
-        except _DB_ERRORS:
+            gen = self.store.get_generation(generation)
+        except (*_DB_ERRORS, HybridSaverError):
             return (None, None)
+        return (gen.threads, gen.checkpoints)
 
     def _record(self, run: BackupRun, request_id: str | None, counts: tuple[int | None, int | None]) -> None:
         self.last_run = run

@@ -207,13 +207,6 @@ class Changes:
     def empty(self) -> bool:
         return not self.deleted_threads and not any(self.rows.values()) and not any(self.tombstones.values())
 
-    def count(self) -> int:
-        return (
-            len(self.deleted_threads)
-            + sum(len(r) for r in self.rows.values())
-            + sum(len(t) for t in self.tombstones.values())
-        )
-
 
 @dataclass
 class Snapshot:
@@ -349,22 +342,23 @@ class Store:
                 pass
         self._lock_conn = None
 
-    @property
-    def lock_connection(self) -> psycopg.Connection | None:
-        return self._lock_conn
-
     # -- generations ------------------------------------------------------------------------
 
-    def generations(self, limit: int | None = None) -> list[Generation]:
-        """Kept generations, newest first."""
+    def generations(self, limit: int | None = None, *, generation: int | None = None) -> list[Generation]:
+        """Kept generations, newest first (only ``generation`` when it is given)."""
         query = self._q(
             "SELECT generation, taken_at, trigger, kind, threads, checkpoints, rows_written, "
-            "bytes_written, restored_from, thread_id FROM {s}.generations ORDER BY generation DESC"
+            "bytes_written, restored_from, thread_id FROM {s}.generations"
         )
+        params: list[Any] = []
+        if generation is not None:
+            query += sql.SQL(" WHERE generation = %s")
+            params.append(generation)
+        query += sql.SQL(" ORDER BY generation DESC")
         if limit is not None:
-            query = query + sql.SQL(" LIMIT {}").format(sql.Literal(int(limit)))
+            query += sql.SQL(" LIMIT {}").format(sql.Literal(int(limit)))
         with self.pool.connection() as conn:
-            rows = conn.execute(query).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return [
             Generation(*row[:9], thread_id=dec(row[9]) if row[9] is not None else None)  # type: ignore[arg-type]
             for row in rows
@@ -379,9 +373,9 @@ class Store:
         """Return one kept generation or raise ``GenerationNotFound``."""
         if isinstance(generation, bool) or not isinstance(generation, int):
             raise GenerationNotFound(f"Generation must be an integer, got {generation!r}.")
-        for gen in self.generations():
-            if gen.generation == generation:
-                return gen
+        found = self.generations(generation=generation)
+        if found:
+            return found[0]
         kept = self.generations()
         span = f"{kept[-1].generation}..{kept[0].generation}" if kept else "none yet"
         raise GenerationNotFound(
