@@ -80,9 +80,7 @@ class CommandListener:
                     on_damage=command.get("on_damage", "refuse"),
                     request_id=request_id,
                 )
-            except HybridSaverError as exc:
-                self.saver.log_failed_command("restore", request_id, str(exc))
-            except ValueError as exc:
+            except (HybridSaverError, ValueError) as exc:
                 self.saver.log_failed_command("restore", request_id, str(exc))
         else:
             logger.warning("ignoring unknown command %r", op)
