@@ -8,9 +8,13 @@ from persistence.errors import (
     InvalidValue,
     SaverClosed,
     StoreLocked,
+    ThreadBusy,
     ThreadNotFound,
 )
-from persistence.saver import BackupRun, HybridSaver, RestoreResult, SaverStats
+from persistence.fleet import Member
+from persistence.records import BackupRun, RestoreResult, SaverStats
+from persistence.restore import VerifyResult
+from persistence.saver import HybridSaver
 from persistence.store import Generation
 
 __all__ = [
@@ -22,9 +26,12 @@ __all__ = [
     "HybridSaver",
     "HybridSaverError",
     "InvalidValue",
+    "Member",
     "RestoreResult",
     "SaverClosed",
     "SaverStats",
     "StoreLocked",
+    "ThreadBusy",
     "ThreadNotFound",
+    "VerifyResult",
 ]

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
 CONNECT_TIMEOUT = 5
+#: seconds to wait for a pool connection
+POOL_TIMEOUT = 5.0
 
 _embedded_lock = threading.Lock()
 _embedded: dict[Path, Any] = {}

@@ -12,7 +12,18 @@ class DatabaseUnavailable(HybridSaverError):
 
 
 class StoreLocked(HybridSaverError):
-    """Another live saver already owns this backup store."""
+    """Kept for code written against 0.1, where one live saver owned a store; savers now join a
+    fleet, and nothing raises this any more."""
+
+
+class ThreadBusy(HybridSaverError):
+    """Another live member holds the thread and did not hand it over in time."""
+
+    def __init__(self, message: str, thread_id: str | None = None, owner: int | None = None) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+        #: the instance id of the member that holds the thread
+        self.owner = owner
 
 
 class GenerationNotFound(HybridSaverError, LookupError):
@@ -48,5 +59,6 @@ __all__ = [
     "InvalidValue",
     "SaverClosed",
     "StoreLocked",
+    "ThreadBusy",
     "ThreadNotFound",
 ]

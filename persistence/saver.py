@@ -1,18 +1,19 @@
-"""HybridSaver: an InMemorySaver served from memory and backed up to PostgreSQL in generations."""
+"""HybridSaver: an InMemorySaver served from memory and backed up to PostgreSQL in generations.
+
+This module is the coordinator: construction and lifecycle, and the checkpointer API (reads and
+writes against memory, under the lock, tracked for the next backup). The rest lives beside it:
+``residency`` (budget, load on miss, eviction), ``backup`` and ``restore``, ``member`` (the fleet:
+claims, handoff, heartbeat, commands), ``store`` and ``fleet`` (the SQL), ``scheduler`` and
+``remote`` (jobs and commands, which depend on callables, not on this class).
+"""
 
 from __future__ import annotations
 
-import atexit
+import asyncio
 import logging
-import os
-import signal
 import threading
 import time
-import weakref
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -23,109 +24,35 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
-from persistence.db import _first_line, check_connection, describe_url, open_pool, scrub
-from persistence.errors import (
-    CorruptBackup,
-    DatabaseUnavailable,
-    HybridSaverError,
-    InvalidValue,
-    SaverClosed,
-    ThreadNotFound,
-)
-from persistence.store import DEFAULT_SCHEMA, Changes, Generation, Snapshot, Store, enc, enc_version
+from persistence import lifecycle
+from persistence.backup import DB_ERRORS, BackupMixin
+from persistence.changes import ChangeLog, mark
+from persistence.db import POOL_TIMEOUT, _first_line, describe_url, open_pool, scrub
+from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed
+from persistence.fleet import Membership
+from persistence.member import FleetMixin
+from persistence.records import BackupRun, RestoreResult, SaverStats
+from persistence.remote import CommandListener
+from persistence.residency import ENTRY_OVERHEAD, Residency, Resident, blob_size, checkpoint_size, write_size
+from persistence.restore import RestoreMixin
+from persistence.scheduler import BackupScheduler, check_interval
+from persistence.store import DEFAULT_SCHEMA, Snapshot, Store
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
+DEFAULT_HANDOFF = 5.0
 #: PostgreSQL refuses a bytea over 1 GB; refuse such values at ``put`` instead of at backup.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
-POOL_TIMEOUT = 5.0
-
-_DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
-
-
-@dataclass(frozen=True)
-class BackupRun:
-    """The result of one backup run (also recorded in the runs table)."""
-
-    trigger: str
-    started_at: datetime
-    finished_at: datetime
-    generation: int | None
-    rows: int = 0
-    bytes: int = 0
-    lag_seconds: float = 0.0
-    pending: int = 0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def duration(self) -> float:
-        return (self.finished_at - self.started_at).total_seconds()
-
-
-@dataclass(frozen=True)
-class SaverStats:
-    """Figures of the live saver."""
-
-    threads: int
-    checkpoints: int
-    pending: int
-    lag_seconds: float
-    last_backup: BackupRun | None = None
-    last_success: BackupRun | None = None
-    database_ok: bool = True
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    """What a restore did, and how to undo it."""
-
-    restored_from: int
-    generation: int
-    undo_generation: int | None
-    thread_id: str | None
-    threads: int
-    checkpoints: int
-    #: rows left out because they could not be decoded (``on_damage="skip"``)
-    damaged: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Dirty:
-    """Keys changed since the last backup, each with ``(existed, value)``: ``existed`` says 'a live
-    row may exist in PostgreSQL', ``value`` is the value stored at the last change (None: deleted).
-
-    Keeping the value here makes the backup's cut a swap: its rows are built from the swapped-out
-    set outside the lock, and they are exactly the state at the moment of the swap.
-    """
-
-    checkpoints: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
-    writes: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
-    blobs: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
-    deleted_threads: set[str] = field(default_factory=set)
-    since: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
-
-    def take(self) -> _Dirty:
-        """Move the keys into a new ``_Dirty`` and leave this one empty, in O(1): the containers are
-        handed over, not copied. This object stays the one graphs share; its users read the
-        containers through it, under the saver's lock."""
-        out = _Dirty(self.checkpoints, self.writes, self.blobs, self.deleted_threads, self.since)
-        self.checkpoints, self.writes, self.blobs, self.deleted_threads = {}, {}, {}, set()
-        self.since = None
-        return out
+#: cold threads loaded per query by ``list(None)``
+LIST_BATCH = 100
 
 
 def _unserialisable(exc: Exception, what: str) -> Exception:
@@ -138,20 +65,15 @@ def _unserialisable(exc: Exception, what: str) -> Exception:
     )
 
 
-def _mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:
-    """Record that ``key`` now holds ``value`` (None: deleted)."""
-    if not existed:
-        old = table.get(key)
-        existed = old is not None and old[0]
-    table[key] = (existed, value)
-
-
-class HybridSaver(InMemorySaver):
+class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
     """A LangGraph checkpointer that serves every read and write from memory and backs the state
     up to PostgreSQL in incremental generations.
 
     Build it with :meth:`from_url` (owns its pool) or pass a ``psycopg_pool.ConnectionPool``
     (borrowed, not closed). ``close()`` takes a final backup; so do SIGTERM and interpreter exit.
+    With a ``memory_budget`` only the recently used threads stay in memory; the others load from
+    PostgreSQL when they are asked for. Several savers (processes) on one store form a fleet: each
+    thread is served by one of them at a time.
     """
 
     def __init__(
@@ -167,38 +89,60 @@ class HybridSaver(InMemorySaver):
         start: bool = True,
         listen: bool = True,
         max_value_bytes: int = MAX_VALUE_BYTES,
+        memory_budget: int | None = None,
+        name: str | None = None,
+        handoff_timeout: float = DEFAULT_HANDOFF,
+        summarize: bool = True,
     ) -> None:
         if backup_interval is not None:
-            from persistence.scheduler import check_interval
-
             backup_interval = check_interval(backup_interval)
         if isinstance(retention, bool) or not isinstance(retention, int) or retention < 2:
             raise ValueError(f"retention={retention!r}: keep at least 2 generations so a restore can always be undone.")
+        if memory_budget is not None and (
+            isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
+        ):
+            raise ValueError(
+                f"memory_budget={memory_budget!r}: give a number of bytes (an int, e.g. 512 * 1024**2), "
+                "or None to keep every thread in memory."
+            )
+        if isinstance(handoff_timeout, bool) or not isinstance(handoff_timeout, (int, float)) or handoff_timeout <= 0:
+            raise ValueError(f"handoff_timeout={handoff_timeout!r}: give a number of seconds greater than 0.")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValueError(f"name={name!r}: give a non-empty str (it keys the operator's settings), or None.")
         super().__init__(serde=serde)
         self.pool = pool
         self.conninfo = conninfo or pool.conninfo
         self.store = Store(pool, schema)
         self.retention = retention
         self.max_value_bytes = max_value_bytes
+        self.memory_budget = memory_budget
+        self.name = name
+        self.handoff_timeout = float(handoff_timeout)
+        self.summarize = summarize
         self.lock = threading.RLock()
         self._backup_lock = threading.Lock()
-        self._dirty = _Dirty()
+        self._changes = ChangeLog()
+        self._res = Residency(self.storage, self.writes, self.blobs, self.lock, memory_budget, self._load_threads)
+        self.membership = Membership(pool, self.conninfo, schema, name)
         self._owns_pool = False
         # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
         # of the saver, and must see it closed too
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
-        self._unlogged: list[dict[str, Any]] = []
-        self.last_run: BackupRun | None = None
-        self.last_success: BackupRun | None = None
+        self._init_backups()
         self.loaded_generation: int | None = None
-        self._listeners: list[Callable[[BackupRun], None]] = []
-        self.scheduler: Any = None
+        self.scheduler: BackupScheduler | None = None
         self.attached = False
         self.attach_error: str | None = None
-        self._commands: Any = None
+        self._commands: CommandListener | None = None
         self._db_failed = False
         self._listen = listen
+        #: threads a restore of this member holds: not handed over until it is done
+        self._restoring: set[str] = set()
+        #: memory holds every thread of the store, so an unknown thread is a new one (see _load_threads)
+        self._complete = True
+        self._beats = 0
+        self._warming: threading.Thread | None = None
         if start:
             self._start(backup_interval, handle_signals)
 
@@ -213,22 +157,26 @@ class HybridSaver(InMemorySaver):
         retention: int = DEFAULT_RETENTION,
         schema: str = DEFAULT_SCHEMA,
         pool_size: int = 4,
+        allow_offline: bool = False,
         **kwargs: Any,
     ) -> HybridSaver:
-        """Open a pool on ``url`` and return a ready saver: schema set up, newest generation loaded,
-        backup job started. The saver owns the pool and closes it in ``close()``.
+        """Open a pool on ``url`` and return a ready saver: schema set up, member of the store's
+        fleet, threads loaded (all of them, or the most recent in the background with a
+        ``memory_budget``), backup job started. The saver owns the pool and closes it in ``close()``.
+
+        With ``allow_offline`` a saver whose database is unreachable still starts and serves from
+        memory; it attaches (and backs up what it was told) as soon as the database answers.
 
         Raises:
             DatabaseUnavailable: ``url`` is malformed or the database cannot be reached.
-            StoreLocked: another live saver owns this store.
         """
         if not isinstance(url, str):
             raise DatabaseUnavailable(
                 f"The database URL must be a str, got {type(url).__name__}; pass a connection string like "
                 "postgresql://user:password@host:5432/dbname (or set DATABASE_URL)."
             )
-        allow_offline = bool(kwargs.pop("allow_offline", False))
-        handle_signals = kwargs.get("handle_signals", True)
+        handle_signals = kwargs.pop("handle_signals", True)
+        kwargs.pop("start", None)
         offline_error: DatabaseUnavailable | None = None
         try:
             pool = open_pool(url, max_size=pool_size)
@@ -254,7 +202,8 @@ class HybridSaver(InMemorySaver):
                 retention=retention,
                 schema=schema,
                 start=False,
-                **{k: v for k, v in kwargs.items() if k != "start"},
+                handle_signals=handle_signals,
+                **kwargs,
             )
             saver._owns_pool = True
             if offline_error is not None:
@@ -268,64 +217,39 @@ class HybridSaver(InMemorySaver):
         return saver
 
     def _start(self, backup_interval: float | None, handle_signals: bool, allow_offline: bool = False) -> None:
+        self.scheduler = BackupScheduler(self._scheduled_backup, backup_interval, heartbeat=self._heartbeat)
         if self.attach_error is None:
             try:
                 self._attach()
             except DatabaseUnavailable as exc:
                 if not allow_offline:
+                    self.membership.leave()
                     raise
                 self.attach_error = str(exc)
                 logger.warning("starting offline, serving from memory: %s", exc)
-        if backup_interval is not None:
-            from persistence.scheduler import BackupScheduler
-
-            self.scheduler = BackupScheduler(self, backup_interval)
-            self.scheduler.start()
-        if self._listen:
-            from persistence.remote import CommandListener
-
-            self._commands = CommandListener(self)
-            self._commands.start()
-        _register_exit(self, handle_signals)
-
-    def _heal_pool(self) -> None:
-        """After a database error: check the server directly, and give an owned pool a fresh start.
-
-        A pool whose connections died keeps retrying with growing back-off; a new pool connects at
-        once, so the first run after an outage catches up without waiting for that back-off.
-        """
-        check_connection(self.conninfo)
-        if self._owns_pool:
-            old = self.pool
-            self.pool = self.store.pool = open_pool(self.conninfo, max_size=old.max_size)
-            old.close(timeout=1.0)
-        self._db_failed = False
+        self.scheduler.start()
+        lifecycle.register(self, handle_signals)
 
     def _attach(self) -> None:
-        """Set up the store, take its lock and load the newest generation (merged under memory)."""
+        """Set up the store, join the fleet, load threads; start listening for commands."""
         try:
             self.store.setup()
-            self.store.acquire(self.conninfo)
-            gen = self.store.latest_generation()
-            if gen is not None:
-                snap = self.store.load()
-                with self.lock:
-                    if any(self.storage.values()) or self.writes or self.blobs or len(self._dirty):
-                        self._merge_under(snap)
-                    else:
-                        self._replace_all(snap)
-                self.loaded_generation = gen
-                logger.info(
-                    "loaded generation %s: %s threads, %s checkpoints", gen, len(snap.storage), snap.checkpoints
-                )
-        except _DB_ERRORS as exc:
-            self.store.release()
+            if self.membership.instance_id is None:
+                self.membership.join()
+            self._load_settings()
+            self.loaded_generation = self.store.latest_generation()
+            self._resolve_provisional()
+            if self.memory_budget is None:
+                self._warm()
+                self._complete = not any(m.alive and m.instance_id != self.instance_id for m in self.members())
+            else:
+                self._complete = False
+        except DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot set up the backup store on {describe_url(self.conninfo)}: "
                 f"{scrub(str(exc), self.conninfo)}. Check that PostgreSQL is running and DATABASE_URL is right."
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
-            self.store.release()
             raise DatabaseUnavailable(
                 f"No permission to create or use schema {self.store.schema!r} on {describe_url(self.conninfo)}: "
                 f"{_first_line(scrub(str(exc), self.conninfo))}. Grant CREATE on the database (or USAGE and "
@@ -333,39 +257,35 @@ class HybridSaver(InMemorySaver):
             ) from None
         self.attached = True
         self.attach_error = None
+        self._db_failed = False
+        if self.memory_budget is not None:
+            self._warm_in_background()
+        if self._listen and self._commands is None and self.instance_id is not None:
+            self._commands = CommandListener(self.store, self.conninfo, self.instance_id, self._handle_command)
+            self._commands.start()
+        logger.info(
+            "member %s attached to %s (generation %s, %s threads in memory)",
+            self.instance_id,
+            describe_url(self.conninfo),
+            self.loaded_generation,
+            len(self._res.entries),
+        )
 
-    def _merge_under(self, snap: Snapshot) -> None:
-        """Add the stored state under what memory already holds (memory wins). Caller holds the lock."""
-        d = self._dirty
-        for tid, namespaces in snap.storage.items():
-            if tid in d.deleted_threads:
-                continue
-            for ns, cps in namespaces.items():
-                mem = self.storage[tid].setdefault(ns, {})
-                for cid, entry in cps.items():
-                    if cid in mem:
-                        _mark(d.checkpoints, (tid, ns, cid), True, mem[cid])
-                    else:
-                        mem[cid] = entry
-        for outer, inner in snap.writes.items():
-            if outer[0] in d.deleted_threads:
-                continue
-            mem_w = self.writes.setdefault(outer, {})
-            for key, value in inner.items():
-                if key in mem_w:
-                    _mark(d.writes, (*outer, *key), True, mem_w[key])
-                else:
-                    mem_w[key] = value
-        for key, value in snap.blobs.items():
-            if key[0] in d.deleted_threads:
-                continue
-            if key in self.blobs:
-                _mark(d.blobs, key, True, self.blobs[key])
-            else:
-                self.blobs[key] = value
+    def _scheduled_backup(self) -> BackupRun | None:
+        if self.closed:
+            return None
+        return self.backup(trigger="scheduled")
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait for the warm start running in the background (with a budget); True when it is done."""
+        warming = self._warming
+        if warming is not None:
+            warming.join(timeout)
+            return not warming.is_alive()
+        return True
 
     def close(self) -> None:
-        """Take a final backup, stop the scheduler, release the store and close an owned pool.
+        """Take a final backup, give the threads back to the fleet, stop the jobs and close an owned pool.
 
         Idempotent. If the final backup fails, the error is logged and the run recorded as failed.
         """
@@ -385,10 +305,11 @@ class HybridSaver(InMemorySaver):
                 logger.error("final backup failed; %s changes were not saved: %s", run.pending, run.error)
         finally:
             self._closed.set()
-            self.store.release()
+            if self.attached:
+                self.membership.leave()
             if self._owns_pool:
                 self.pool.close()
-            _unregister_exit(self)
+            lifecycle.unregister(self)
 
     @property
     def closed(self) -> bool:
@@ -404,7 +325,7 @@ class HybridSaver(InMemorySaver):
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.close()
+        await asyncio.to_thread(self.close)
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -434,16 +355,119 @@ class HybridSaver(InMemorySaver):
                 "bytes a backup row can hold; store large payloads elsewhere and keep a reference in the state."
             )
 
-    # -- reads (from memory, never creating entries) ---------------------------------------------
+    # -- residency helpers ------------------------------------------------------------------------
+
+    def _read(self, thread_id: str, read: Callable[[], Any]) -> Any:
+        """Run ``read`` with ``thread_id`` resident; again if the thread was evicted meanwhile."""
+        while True:
+            entry, pinned = self._res.acquire(thread_id)
+            try:
+                result = read()
+            except (KeyError, RuntimeError):
+                if not entry.evicted:
+                    raise
+                continue
+            finally:
+                if pinned:
+                    self._res.unpin(entry)
+            if not entry.evicted:
+                return result
+
+    def _write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], Any]) -> Any:
+        """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident."""
+        while True:
+            held = [self._res.acquire(t, pin=True)[0] for t in thread_ids]
+            try:
+                with self.lock:
+                    if not any(e.evicted for e in held):
+                        result = write(held)
+                        break
+            finally:
+                for entry in held:
+                    self._res.unpin(entry)
+        self._after_write(thread_ids)
+        return result
+
+    def _after_write(self, thread_ids: Sequence[str]) -> None:
+        """Keep memory under the budget: evict idle threads; when changes not yet backed up fill the
+        budget, back up now (the writer waits, as a page cache throttles writers past its dirty limit)."""
+        res = self._res
+        if not res.over_budget():
+            return
+        with self.lock:
+            res.trim(exclude=thread_ids)
+            pressed = res.over_budget()
+        if pressed and self.attached and not self._db_failed and res.stats().dirty_bytes > (res.budget or 0) // 2:
+            self.backup(trigger="pressure")
+            with self.lock:
+                res.trim(exclude=thread_ids)
+
+    def _touch(self, entry: Resident) -> None:
+        """``entry``'s thread has a change for the next backup. Under the lock."""
+        self._res.changed(entry)
+        if self._changes.since is None:
+            self._changes.since = time.time()
+
+    def _view(self, thread_ids: Sequence[str]) -> InMemorySaver:
+        """A plain InMemorySaver over copies of these resident threads (for lazy listing). Under the lock."""
+        view = InMemorySaver(serde=self.serde)
+        for tid in thread_ids:
+            entry = self._res.entries.get(tid)
+            namespaces = self.storage.get(tid)
+            if entry is None or namespaces is None:
+                continue
+            view.storage[tid].update({ns: dict(cps) for ns, cps in namespaces.items()})
+            for key in entry.write_keys:
+                if key in self.writes:
+                    view.writes[key] = dict(self.writes[key])
+            for key in entry.blob_keys:
+                if key in self.blobs:
+                    view.blobs[key] = self.blobs[key]
+        return view
+
+    def _resident_now(self, config: RunnableConfig | None) -> bool:
+        if config is None:
+            return False
+        return config.get("configurable", {}).get("thread_id") in self._res.entries
+
+    # -- reads ------------------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._closed.is_set():
             self._check_open()
         conf = config["configurable"]
-        namespaces = self.storage.get(conf["thread_id"])
-        if namespaces is None or conf.get("checkpoint_ns", "") not in namespaces:
+        thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
+        if not isinstance(thread_id, str):
             return None
-        return super().get_tuple(config)
+
+        def read() -> CheckpointTuple | None:
+            namespaces = self.storage.get(thread_id)
+            if namespaces is None or ns not in namespaces:
+                return None
+            return InMemorySaver.get_tuple(self, config)
+
+        return self._read(thread_id, read)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        if self._resident_now(config):
+            return self.get_tuple(config)
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        self._check_open()
+        thread_id = config["configurable"]["thread_id"]
+        if not isinstance(thread_id, str):
+            return InMemorySaver.get_delta_channel_history(self, config=config, channels=channels)
+        return self._read(
+            thread_id, lambda: InMemorySaver.get_delta_channel_history(self, config=config, channels=channels)
+        )
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(self.get_delta_channel_history, config=config, channels=channels)
 
     def list(
         self,
@@ -453,21 +477,55 @@ class HybridSaver(InMemorySaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, of one thread or (``config=None``) of every thread of the store:
+        resident threads from memory, then cold ones read from PostgreSQL without making them resident."""
         self._check_open()
-        if config is not None and config["configurable"]["thread_id"] not in self.storage:
+        if config is None:
+            return self._list_all(filter, before, limit)
+        thread_id = config["configurable"]["thread_id"]
+        if not isinstance(thread_id, str):
             return iter(())
-        # snapshot the keys under the lock; the parent then reads immutable values
-        with self.lock:
-            view = InMemorySaver.__new__(InMemorySaver)
-            view.serde = self.serde
-            view.writes = self.writes
-            view.blobs = self.blobs
-            tids = [config["configurable"]["thread_id"]] if config is not None else list(self.storage)
-            view.storage = defaultdict(
-                lambda: defaultdict(dict),
-                {t: {ns: dict(cps) for ns, cps in self.storage[t].items()} for t in tids if t in self.storage},
-            )
+
+        def snapshot() -> InMemorySaver:
+            with self.lock:
+                return self._view([thread_id])
+
+        view = self._read(thread_id, snapshot)
         return InMemorySaver.list(view, config, filter=filter, before=before, limit=limit)
+
+    def _list_all(
+        self, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
+    ) -> Iterator[CheckpointTuple]:
+        with self.lock:
+            resident = list(self._res.entries)
+            view = self._view(resident)
+        left = limit
+        for item in InMemorySaver.list(view, None, filter=filter, before=before, limit=left):
+            yield item
+            if left is not None:
+                left -= 1
+        if (left is not None and left <= 0) or self._complete:
+            return
+        if not self.attached or self._db_failed:
+            raise DatabaseUnavailable(
+                "Listing every thread needs PostgreSQL for the threads not in memory, and it cannot be reached; "
+                "list one thread instead, or retry when the database is back."
+            )
+        skip = set(resident)
+        cold = [t for t in self.store.live_thread_ids() if t not in skip]
+        for start in range(0, len(cold), LIST_BATCH):
+            snap = self.store.load_threads(cold[start : start + LIST_BATCH])
+            batch = InMemorySaver(serde=self.serde)
+            for tid, namespaces in snap.storage.items():
+                batch.storage[tid].update(namespaces)
+            batch.writes.update(snap.writes)
+            batch.blobs.update(snap.blobs)
+            for item in InMemorySaver.list(batch, None, filter=filter, before=before, limit=left):
+                yield item
+                if left is not None:
+                    left -= 1
+            if left is not None and left <= 0:
+                return
 
     async def alist(
         self,
@@ -477,7 +535,11 @@ class HybridSaver(InMemorySaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        for item in self.list(config, filter=filter, before=before, limit=limit):
+        if config is not None and self._resident_now(config):
+            items = self.list(config, filter=filter, before=before, limit=limit)
+        else:
+            items = await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for item in items:
             yield item
 
     # -- writes (under the lock, tracked) -------------------------------------------------------
@@ -497,32 +559,51 @@ class HybridSaver(InMemorySaver):
         for v in new_versions.values():
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise InvalidValue(f"channel version {v!r:.80} must be a str, int or float.")
-        checkpoint_id = checkpoint["id"]
-        with self.lock:
-            existed_cp = checkpoint_id in self.storage.get(thread_id, {}).get(ns, {})
-            existed_blobs = [(thread_id, ns, k, v) in self.blobs for k, v in new_versions.items()]
-            try:
-                result = super().put(config, checkpoint, metadata, new_versions)
-                saved = self.storage[thread_id][ns][checkpoint_id]
-                self._check_size(saved[0], "the checkpoint")
-                for k, v in new_versions.items():
-                    self._check_size(self.blobs[(thread_id, ns, k, v)], f"channel {k!r}")
-            except Exception as exc:
-                # InMemorySaver may have stored part of it before failing: take it back
-                for (k, v), existed in zip(new_versions.items(), existed_blobs, strict=True):
-                    if not existed:
-                        self.blobs.pop((thread_id, ns, k, v), None)
-                if not existed_cp:
-                    self.storage.get(thread_id, {}).get(ns, {}).pop(checkpoint_id, None)
-                raise _unserialisable(exc, "the checkpoint") from exc
-            d = self._dirty
-            if d.since is None:
-                d.since = time.time()
-            _mark(d.checkpoints, (thread_id, ns, checkpoint_id), existed_cp, saved)
-            blobs = self.blobs
-            for (k, v), existed in zip(new_versions.items(), existed_blobs, strict=True):
-                key = (thread_id, ns, k, v)
-                _mark(d.blobs, key, existed, blobs[key])
+        return self._write([thread_id], lambda e: self._put(e[0], config, checkpoint, metadata, new_versions, ns))
+
+    def _put(
+        self,
+        entry: Resident,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        ns: str,
+    ) -> RunnableConfig:
+        thread_id, checkpoint_id = config["configurable"]["thread_id"], checkpoint["id"]
+        old_cp = self.storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
+        keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
+        old_blobs = [self.blobs.get(k) for k in keys]
+        try:
+            result = InMemorySaver.put(self, config, checkpoint, metadata, new_versions)
+            saved = self.storage[thread_id][ns][checkpoint_id]
+            self._check_size(saved[0], "the checkpoint")
+            for key in keys:
+                self._check_size(self.blobs[key], f"channel {key[2]!r}")
+        except Exception as exc:
+            # InMemorySaver may have stored part of it before failing: take it back
+            for key, old in zip(keys, old_blobs, strict=True):
+                if old is None:
+                    self.blobs.pop(key, None)
+                else:
+                    self.blobs[key] = old
+            cps = self.storage.get(thread_id, {}).get(ns, {})
+            if old_cp is None:
+                cps.pop(checkpoint_id, None)
+            else:
+                cps[checkpoint_id] = old_cp
+            raise _unserialisable(exc, "the checkpoint") from exc
+        res = self._res
+        res.grow(entry, checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0))
+        log = self._changes
+        mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
+        blobs = self.blobs
+        for key, old in zip(keys, old_blobs, strict=True):
+            value = blobs[key]
+            entry.blob_keys.add(key)
+            res.grow(entry, blob_size(value) - (blob_size(old) if old is not None else 0))
+            mark(log.blobs, key, old is not None, value)
+        self._touch(entry)
         return result
 
     def put_writes(
@@ -539,135 +620,171 @@ class HybridSaver(InMemorySaver):
         if not isinstance(task_id, str) or not isinstance(task_path, str):
             raise InvalidValue(f"task_id and task_path must be str, got {task_id!r:.80} and {task_path!r:.80}.")
         outer = (thread_id, ns, checkpoint_id)
-        with self.lock:
-            before = self.writes.get(outer)
-            before_keys = dict(before) if before else {}
-            try:
-                super().put_writes(config, writes, task_id, task_path)
-            except Exception as exc:
-                if before is None:
-                    self.writes.pop(outer, None)
-                else:
-                    before.clear()
-                    before.update(before_keys)
-                raise _unserialisable(exc, "a write") from exc
-            stored = self.writes.get(outer, {})
-            try:
-                for idx, (channel, _value) in enumerate(writes):
-                    inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
-                    if inner in stored and stored[inner] is not before_keys.get(inner):
-                        self._check_size(stored[inner][2], f"the write to channel {channel!r}")
-            except InvalidValue:
-                if before is None:
-                    self.writes.pop(outer, None)
-                else:
-                    before.clear()
-                    before.update(before_keys)
-                raise
-            d = self._dirty
-            changed = False
+        self._write([thread_id], lambda e: self._put_writes(e[0], config, writes, task_id, task_path, outer))
+
+    def _put_writes(
+        self,
+        entry: Resident,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+        outer: tuple[str, str, str],
+    ) -> None:
+        before = self.writes.get(outer)
+        before_keys = dict(before) if before else {}
+
+        def undo() -> None:
+            if before is None:
+                self.writes.pop(outer, None)
+            else:
+                before.clear()
+                before.update(before_keys)
+
+        try:
+            InMemorySaver.put_writes(self, config, writes, task_id, task_path)
+        except Exception as exc:
+            undo()
+            raise _unserialisable(exc, "a write") from exc
+        stored = self.writes.get(outer, {})
+        try:
             for idx, (channel, _value) in enumerate(writes):
                 inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
-                existed = inner in before_keys
-                if inner[1] >= 0 and existed:
-                    continue  # InMemorySaver keeps the first write of a regular index
-                if inner in stored:
-                    _mark(d.writes, (*outer, *inner), existed, stored[inner])
-                    changed = True
-            if changed and d.since is None:
-                d.since = time.time()
+                if inner in stored and stored[inner] is not before_keys.get(inner):
+                    self._check_size(stored[inner][2], f"the write to channel {channel!r}")
+        except InvalidValue:
+            undo()
+            raise
+        log = self._changes
+        changed = False
+        res = self._res
+        for idx, (channel, _value) in enumerate(writes):
+            inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
+            existed = inner in before_keys
+            if inner[1] >= 0 and existed:
+                continue  # InMemorySaver keeps the first write of a regular index
+            if inner in stored:
+                old = before_keys.get(inner)
+                res.grow(entry, write_size(stored[inner]) - (write_size(old) if old is not None else 0))
+                mark(log.writes, (*outer, *inner), existed, stored[inner])
+                changed = True
+        if outer in self.writes:
+            entry.write_keys.add(outer)
+        if changed:
+            self._touch(entry)
 
     def delete_thread(self, thread_id: str) -> None:
         self._check_open()
-        with self.lock:
-            self._forget_dirty({thread_id})
-            self._dirty.deleted_threads.add(thread_id)
-            if self._dirty.since is None:
-                self._dirty.since = time.time()
-            super().delete_thread(thread_id)
+        if not isinstance(thread_id, str):
+            raise InvalidValue(f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r:.80}.")
+        self._write([thread_id], lambda e: self._delete_thread(thread_id, e[0]))
+
+    def _delete_thread(self, thread_id: str, entry: Resident) -> None:
+        log = self._changes
+        log.forget([thread_id])
+        log.deleted_threads.add(thread_id)
+        self.storage.pop(thread_id, None)
+        for key in entry.write_keys:
+            self.writes.pop(key, None)
+        for key in entry.blob_keys:
+            self.blobs.pop(key, None)
+        entry.write_keys.clear()
+        entry.blob_keys.clear()
+        self._res.grow(entry, ENTRY_OVERHEAD - entry.bytes)
+        self._touch(entry)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        self.delete_thread(thread_id)
-
-    def _forget_dirty(self, thread_ids: set[str]) -> None:
-        d = self._dirty
-        for table in (d.checkpoints, d.writes, d.blobs):
-            for key in [k for k in table if k[0] in thread_ids]:
-                del table[key]
+        await asyncio.to_thread(self.delete_thread, thread_id)
 
     def _delete_keys(
-        self,
-        checkpoints: list[tuple[str, str, str]],
-        blobs: list[tuple] = (),  # type: ignore[assignment]
+        self, entry: Resident, checkpoints: Sequence[tuple[str, str, str]], blobs: Sequence[tuple] = ()
     ) -> None:
-        """Delete checkpoints (with their writes) and blobs from memory as tracked tombstones.
-
-        Caller holds the lock.
-        """
-        d = self._dirty
+        """Delete checkpoints (with their writes) and blobs of one thread as tracked tombstones. Under the lock."""
+        log = self._changes
+        res = self._res
         touched = False
         for tid, ns, cid in checkpoints:
             cps = self.storage.get(tid, {}).get(ns)
             if cps is not None and cid in cps:
-                del cps[cid]
-                _mark(d.checkpoints, (tid, ns, cid), True)
+                res.grow(entry, -checkpoint_size(cps.pop(cid)))
+                mark(log.checkpoints, (tid, ns, cid), True)
                 touched = True
-            for inner in self.writes.pop((tid, ns, cid), {}):
-                _mark(d.writes, (tid, ns, cid, *inner), True)
+            outer = (tid, ns, cid)
+            for inner, value in self.writes.pop(outer, {}).items():
+                res.grow(entry, -write_size(value))
+                mark(log.writes, (*outer, *inner), True)
                 touched = True
+            entry.write_keys.discard(outer)
         for key in blobs:
-            if self.blobs.pop(key, None) is not None:
-                _mark(d.blobs, key, True)
+            value = self.blobs.pop(key, None)
+            if value is not None:
+                res.grow(entry, -blob_size(value))
+                entry.blob_keys.discard(key)
+                mark(log.blobs, key, True)
                 touched = True
-        if touched and d.since is None:
-            d.since = time.time()
+        if touched:
+            self._touch(entry)
 
-    def _unreferenced_blobs(self, thread_ids: set[str]) -> list[tuple]:
-        """Blobs of ``thread_ids`` that no remaining checkpoint references. Caller holds the lock."""
+    def _unreferenced_blobs(self, thread_id: str, entry: Resident) -> list[tuple]:
+        """Blobs of the thread that no remaining checkpoint references. Under the lock."""
         referenced: set[tuple] = set()
-        for tid in thread_ids:
-            for ns, cps in self.storage.get(tid, {}).items():
-                for (ctype, cdata), _md, _parent in cps.values():
-                    versions = self.serde.loads_typed((ctype, cdata)).get("channel_versions", {})
-                    referenced.update((tid, ns, ch, v) for ch, v in versions.items())
-        return [k for k in self.blobs if k[0] in thread_ids and k not in referenced]
+        for ns, cps in self.storage.get(thread_id, {}).items():
+            for (ctype, cdata), _md, _parent in cps.values():
+                versions = self.serde.loads_typed((ctype, cdata)).get("channel_versions", {})
+                referenced.update((thread_id, ns, ch, v) for ch, v in versions.items())
+        return [k for k in entry.blob_keys if k not in referenced]
 
     # -- extended capabilities: copy_thread, prune, delete_for_runs ------------------------------
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, write and blob of one thread to another (replacing nothing else)."""
         self._check_open()
-        if not isinstance(target_thread_id, str):
-            raise InvalidValue(f"target thread id must be a str, got {target_thread_id!r:.80}.")
-        with self.lock:
-            src = self.storage.get(source_thread_id)
-            if not src:
-                return
-            d = self._dirty
-            if d.since is None:
-                d.since = time.time()
-            target = self.storage[target_thread_id]
-            for ns, cps in src.items():
-                dst = target.setdefault(ns, {})
-                for cid, entry in cps.items():
-                    _mark(d.checkpoints, (target_thread_id, ns, cid), cid in dst, entry)
-                    dst[cid] = entry
-            for (tid, ns, cid), inner in list(self.writes.items()):
-                if tid != source_thread_id:
-                    continue
-                dst_w = self.writes.setdefault((target_thread_id, ns, cid), {})
-                for key, value in inner.items():
-                    _mark(d.writes, (target_thread_id, ns, cid, *key), key in dst_w, value)
-                    dst_w[key] = value
-            for (tid, ns, ch, ver), value in list(self.blobs.items()):
-                if tid != source_thread_id:
-                    continue
-                key = (target_thread_id, ns, ch, ver)
-                _mark(d.blobs, key, key in self.blobs, value)
-                self.blobs[key] = value
+        for tid in (source_thread_id, target_thread_id):
+            if not isinstance(tid, str):
+                raise InvalidValue(f"thread ids must be str, got {type(tid).__name__} {tid!r:.80}.")
+        if source_thread_id == target_thread_id:
+            return
+        self._write([source_thread_id, target_thread_id], lambda e: self._copy(source_thread_id, target_thread_id, *e))
+
+    def _copy(self, source: str, target: str, src_entry: Resident, dst_entry: Resident) -> None:
+        src = self.storage.get(source)
+        if not src:
+            return
+        log, res = self._changes, self._res
+        dest = self.storage[target]
+        for ns, cps in src.items():
+            dst = dest.setdefault(ns, {})
+            for cid, value in cps.items():
+                old = dst.get(cid)
+                mark(log.checkpoints, (target, ns, cid), old is not None, value)
+                res.grow(dst_entry, checkpoint_size(value) - (checkpoint_size(old) if old is not None else 0))
+                dst[cid] = value
+        for tid, ns, cid in list(src_entry.write_keys):
+            inner_src = self.writes.get((tid, ns, cid))
+            if not inner_src:
+                continue
+            outer = (target, ns, cid)
+            dst_w = self.writes.setdefault(outer, {})
+            dst_entry.write_keys.add(outer)
+            for key, value in inner_src.items():
+                old = dst_w.get(key)
+                mark(log.writes, (*outer, *key), old is not None, value)
+                res.grow(dst_entry, write_size(value) - (write_size(old) if old is not None else 0))
+                dst_w[key] = value
+        for _tid, ns, ch, ver in list(src_entry.blob_keys):
+            value = self.blobs.get((source, ns, ch, ver))
+            if value is None:
+                continue
+            key = (target, ns, ch, ver)
+            old = self.blobs.get(key)
+            mark(log.blobs, key, old is not None, value)
+            res.grow(dst_entry, blob_size(value) - (blob_size(old) if old is not None else 0))
+            dst_entry.blob_keys.add(key)
+            self.blobs[key] = value
+        self._touch(dst_entry)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.copy_thread(source_thread_id, target_thread_id)
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
 
     def prune(
         self,
@@ -698,17 +815,19 @@ class HybridSaver(InMemorySaver):
             keep = keep_last
         else:
             raise ValueError(f"Unknown prune strategy {strategy!r}: use 'keep_latest', 'keep_last' or 'delete'.")
-        tids = set(thread_ids)
-        with self.lock:
-            doomed: list[tuple[str, str, str]] = []
-            for tid in tids:
-                for ns, cps in self.storage.get(tid, {}).items():
-                    ordered = sorted(cps, reverse=True)
-                    doomed.extend((tid, ns, cid) for cid in ordered[keep:])
-            if not doomed:
-                return
-            self._delete_keys(doomed)
-            self._delete_keys([], self._unreferenced_blobs(tids))
+        for tid in dict.fromkeys(thread_ids):
+            if isinstance(tid, str):
+                self._write([tid], lambda e, tid=tid: self._prune(tid, e[0], keep))
+
+    def _prune(self, thread_id: str, entry: Resident, keep: int) -> None:
+        doomed = [
+            (thread_id, ns, cid)
+            for ns, cps in self.storage.get(thread_id, {}).items()
+            for cid in sorted(cps, reverse=True)[keep:]
+        ]
+        if doomed:
+            self._delete_keys(entry, doomed)
+            self._delete_keys(entry, [], self._unreferenced_blobs(thread_id, entry))
 
     async def aprune(
         self,
@@ -717,377 +836,80 @@ class HybridSaver(InMemorySaver):
         strategy: str = "keep_latest",
         keep_last: int | None = None,
     ) -> None:
-        self.prune(thread_ids, strategy=strategy, keep_last=keep_last)
+        await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy, keep_last=keep_last))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Delete every checkpoint (with its writes) whose metadata ``run_id`` is in ``run_ids``."""
+        """Delete every checkpoint (with its writes) whose metadata ``run_id`` is in ``run_ids``,
+        in every thread of the store (cold threads that may hold one are loaded first)."""
         self._check_open()
         if isinstance(run_ids, str):
             raise TypeError("run_ids must be a sequence of run ids, not a str")
-        wanted = set(run_ids)
+        wanted = {r for r in run_ids if isinstance(r, str)}
         if not wanted:
             return
         with self.lock:
-            doomed: list[tuple[str, str, str]] = []
-            for tid, namespaces in self.storage.items():
-                for ns, cps in namespaces.items():
-                    for cid, (_cp, md, _parent) in cps.items():
-                        if self.serde.loads_typed(md).get("run_id") in wanted:
-                            doomed.append((tid, ns, cid))
-            if not doomed:
-                return
-            self._delete_keys(doomed)
-            self._delete_keys([], self._unreferenced_blobs({t for t, _, _ in doomed}))
+            candidates = set(self._threads_with_runs(wanted, list(self._res.entries)))
+        if not self._complete:
+            if not self.attached or self._db_failed:
+                raise DatabaseUnavailable(
+                    "delete_for_runs needs PostgreSQL to find the threads not in memory, and it cannot be reached; "
+                    "nothing was deleted. Retry when the database is back."
+                )
+            candidates |= set(self.store.threads_with_runs(sorted(wanted)))
+        for tid in sorted(candidates):
+            self._write([tid], lambda e, tid=tid: self._delete_runs(tid, e[0], wanted))
+
+    def _threads_with_runs(self, wanted: set[str], thread_ids: Sequence[str]) -> Iterator[str]:
+        for tid in thread_ids:
+            for cps in self.storage.get(tid, {}).values():
+                if any(self.serde.loads_typed(md).get("run_id") in wanted for _cp, md, _parent in cps.values()):
+                    yield tid
+                    break
+
+    def _delete_runs(self, thread_id: str, entry: Resident, wanted: set[str]) -> None:
+        doomed = [
+            (thread_id, ns, cid)
+            for ns, cps in self.storage.get(thread_id, {}).items()
+            for cid, (_cp, md, _parent) in cps.items()
+            if self.serde.loads_typed(md).get("run_id") in wanted
+        ]
+        if doomed:
+            self._delete_keys(entry, doomed)
+            self._delete_keys(entry, [], self._unreferenced_blobs(thread_id, entry))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self.delete_for_runs(run_ids)
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
 
-    # -- backup ---------------------------------------------------------------------------------
-
-    def _cut(self) -> _Dirty:
-        """Take the dirty keys (with their values), leaving an empty set. Caller holds the lock: O(1)."""
-        return self._dirty.take()
-
-    @staticmethod
-    def _changes(cut: _Dirty) -> Changes:
-        """The rows and tombstones of a cut. Needs no lock: the cut is no longer shared."""
-        changes = Changes(deleted_threads=sorted(cut.deleted_threads))
-        rows, tombs = changes.rows, changes.tombstones
-        cp_rows, cp_tombs = rows["checkpoints"], tombs["checkpoints"]
-        for (tid, ns, cid), (existed, entry) in cut.checkpoints.items():
-            ekey = (enc(tid), enc(ns), enc(cid))
-            if existed:
-                cp_tombs.append(ekey)
-            if entry is not None:
-                (ctype, cdata), (mtype, mdata), parent = entry
-                cp_rows.append((*ekey, enc(parent) if parent is not None else None, ctype, cdata, mtype, mdata))
-        w_rows, w_tombs = rows["writes"], tombs["writes"]
-        for (tid, ns, cid, task, idx), (existed, value) in cut.writes.items():
-            ekey = (enc(tid), enc(ns), enc(cid), enc(task), idx)
-            if existed:
-                w_tombs.append(ekey)
-            if value is not None:
-                _task, channel, (vtype, vdata), path = value
-                w_rows.append((*ekey, enc(channel), vtype, vdata, enc(path)))
-        b_rows, b_tombs = rows["blobs"], tombs["blobs"]
-        for (tid, ns, ch, ver), (existed, value) in cut.blobs.items():
-            ekey = (enc(tid), enc(ns), enc(ch), enc_version(ver))
-            if existed:
-                b_tombs.append(ekey)
-            if value is not None:
-                b_rows.append((*ekey, value[0], value[1]))
-        return changes
-
-    def _merge_back(self, cut: _Dirty) -> None:
-        """Put the keys of a failed cut back into the pending set. Caller holds the lock."""
-        d = self._dirty
-        for old, new in ((cut.checkpoints, d.checkpoints), (cut.writes, d.writes), (cut.blobs, d.blobs)):
-            for key, (existed, value) in old.items():
-                if key[0] in d.deleted_threads:
-                    continue
-                newer = new.get(key)
-                # a newer change keeps its value; a live row may exist if either change says so
-                new[key] = (existed or newer[0], newer[1]) if newer is not None else (existed, value)
-        d.deleted_threads |= cut.deleted_threads
-        if cut.since is not None:
-            d.since = cut.since if d.since is None else min(cut.since, d.since)
-
-    def backup(self, trigger: str = "manual", request_id: str | None = None, *, force: bool | None = None) -> BackupRun:
-        """Write what changed since the last backup as a new generation.
-
-        A manual backup of a clean saver returns the latest generation (writing an empty one when
-        the store has none). Never raises for database errors: the run is returned (and logged)
-        with ``error`` set, and the changes stay pending for the next run.
-
-        Raises:
-            SaverClosed: the saver is closed.
-        """
+    def thread_rows(self, thread_id: str) -> Snapshot:
+        """A copy of one thread's rows as served now (loaded first when it is cold): its
+        checkpoints, writes and channel values in InMemorySaver's shapes."""
         self._check_open()
-        with self._backup_lock:
-            return self._backup_locked(trigger, request_id, force)
 
-    def _backup_locked(
-        self, trigger: str, request_id: str | None, force: bool | None, *, retain: bool = True
-    ) -> BackupRun:
-        started = datetime.now(UTC)
-        if self._db_failed or not self.attached:
-            try:
-                if self._db_failed:
-                    self._heal_pool()
-                if not self.attached:
-                    self._attach()
-            except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
-                error = scrub(str(exc), self.conninfo)
-                if not self.attached:
-                    self.attach_error = error
-                with self.lock:
-                    pending, since = len(self._dirty), self._dirty.since
-                run = BackupRun(
-                    trigger=trigger,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    generation=None,
-                    lag_seconds=time.time() - since if since is not None else 0.0,
-                    pending=pending,
-                    error=error,
-                )
-                self._record(run, request_id, (None, None))
-                return run
-        with self.lock:
-            cut = self._cut()
-        changes = self._changes(cut)
-        lag = time.time() - cut.since if cut.since is not None else 0.0
-        pending = len(cut)
-        generation = None
-        nrows = nbytes = 0
-        error = None
-        counts: tuple[int | None, int | None] = (None, None)
-        try:
-            self.store.acquire(self.conninfo)
-            if force is None:
-                force = trigger not in ("scheduled",) and self.store.latest_generation() is None
-            generation, nrows, nbytes = self.store.write_generation(changes, trigger=trigger, force=force)
-            if retain and (nrows or force):
-                self.store.apply_retention(self.retention)
-        except (*_DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
+        def copy() -> Snapshot:
             with self.lock:
-                self._merge_back(cut)
-            self._db_failed = isinstance(exc, _DB_ERRORS)
-            error = scrub(f"{type(exc).__name__}: {exc}".strip(), self.conninfo)
-            logger.warning("backup (%s) failed, %s changes stay pending: %s", trigger, pending, error)
-        except BaseException:
-            with self.lock:
-                self._merge_back(cut)
-            raise
-        finished = datetime.now(UTC)
-        if error is None and generation is not None:
-            counts = self._generation_counts(generation)
-        run = BackupRun(
-            trigger=trigger,
-            started_at=started,
-            finished_at=finished,
-            generation=generation,
-            rows=nrows,
-            bytes=nbytes,
-            lag_seconds=lag,
-            pending=pending,
-            error=error,
-        )
-        self._record(run, request_id, counts)
-        return run
-
-    def _generation_counts(self, generation: int) -> tuple[int | None, int | None]:
-        """(threads, checkpoints) of a written generation, for the runs table; (None, None) if unreadable."""
-        try:
-            gen = self.store.get_generation(generation)
-        except (*_DB_ERRORS, HybridSaverError):
-            return (None, None)
-        return (gen.threads, gen.checkpoints)
-
-    def _record(self, run: BackupRun, request_id: str | None, counts: tuple[int | None, int | None]) -> None:
-        self.last_run = run
-        if run.ok:
-            self.last_success = run
-        self._unlogged.append(
-            {
-                "trigger": run.trigger,
-                "started_at": run.started_at,
-                "finished_at": run.finished_at,
-                "generation": run.generation,
-                "rows_written": run.rows,
-                "bytes_written": run.bytes,
-                "lag_seconds": run.lag_seconds,
-                "pending": run.pending,
-                "threads": counts[0],
-                "checkpoints": counts[1],
-                "error": run.error,
-                "request_id": request_id,
-            }
-        )
-        try:
-            if not run.ok and self._db_failed:
-                raise DatabaseUnavailable("the database is down; the run is logged with the next one")
-            self.store.log_runs(self._unlogged)
-            self._unlogged.clear()
-        except _DB_ERRORS:
-            # kept and written with the next run that reaches the database
-            del self._unlogged[:-1000]
-        for listener in list(self._listeners):
-            try:
-                listener(run)
-            except Exception:  # noqa: BLE001 - a listener must not break backups
-                logger.exception("backup listener failed")
-
-    def log_failed_command(self, trigger: str, request_id: str | None, error: str) -> None:
-        """Record a command that failed before it could run (e.g. an unknown generation)."""
-        now = datetime.now(UTC)
-        self._record(
-            BackupRun(trigger=trigger, started_at=now, finished_at=now, generation=None, error=error),
-            request_id,
-            (None, None),
-        )
-
-    def add_listener(self, callback: Callable[[BackupRun], None]) -> None:
-        """Call ``callback(run)`` after every backup run."""
-        self._listeners.append(callback)
-
-    # -- restore --------------------------------------------------------------------------------
-
-    def generations(self, limit: int | None = None) -> list[Generation]:
-        """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
-        self._check_open()
-        return self.store.generations(limit)
-
-    def restore(
-        self,
-        generation: int,
-        thread_id: str | None = None,
-        *,
-        on_damage: str = "refuse",
-        request_id: str | None = None,
-    ) -> RestoreResult:
-        """Put back the state of ``generation``, for all threads or one.
-
-        The generation is read and every row checked against its checksum first; then a "pre-restore" generation is
-        taken (the undo point), and the restored state is committed as a generation of its own, so
-        a restart after a restore comes back restored. Writers wait while a restore runs.
-
-        Args:
-            generation: a kept generation (see :meth:`generations`).
-            thread_id: restore only this thread; others stay as they are.
-            on_damage: ``"refuse"`` (default) raises ``CorruptBackup`` naming the damaged rows and
-                changes nothing; ``"skip"`` restores everything else and leaves the damaged rows out.
-
-        Raises:
-            GenerationNotFound: the generation does not exist (memory untouched).
-            ThreadNotFound: the generation does not hold ``thread_id`` (memory untouched).
-            CorruptBackup: rows of the generation cannot be decoded and ``on_damage="refuse"``.
-            DatabaseUnavailable: PostgreSQL cannot be reached (memory untouched).
-        """
-        self._check_open()
-        if on_damage not in ("refuse", "skip"):
-            raise ValueError(f"on_damage must be 'refuse' or 'skip', got {on_damage!r}")
-        if thread_id is not None and not isinstance(thread_id, str):
-            raise InvalidValue(f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r:.80}.")
-        try:
-            self.store.get_generation(generation)
-            if thread_id is not None and not self.store.has_thread(generation, thread_id):
-                raise ThreadNotFound(
-                    f"Thread {thread_id!r:.120} is not in generation {generation}. "
-                    "Pick a generation that holds it (the Restore page or `python -m persistence generations`)."
-                )
-            snap = self.store.load(generation, thread_id, verify=True)
-        except _DB_ERRORS as exc:
-            raise DatabaseUnavailable(
-                f"Cannot read generation {generation} from {describe_url(self.conninfo)}: "
-                f"{scrub(str(exc), self.conninfo)}. Nothing was changed; retry when PostgreSQL is back."
-            ) from None
-        damaged = snap.damaged
-        if damaged and on_damage == "refuse":
-            listed = ", ".join(f"thread {t!r:.60} {what}" for t, what in damaged[:10])
-            raise CorruptBackup(
-                f"Generation {generation} has {len(damaged)} damaged row(s): {listed}"
-                f"{' ...' if len(damaged) > 10 else ''}. Nothing was restored. Restore another generation, "
-                "or pass on_damage='skip' to restore everything else.",
-                damaged,
+                view = self._view([thread_id])
+            return Snapshot(
+                storage={t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())},
+                writes={k: v for k, v in view.writes.items() if v},
+                blobs=dict(view.blobs),
             )
-        with self._backup_lock, self.lock:
-            # no retention yet: it could drop the very generation being restored
-            pre = self._backup_locked("pre-restore", None, True, retain=False)
-            if not pre.ok:
-                raise DatabaseUnavailable(
-                    f"The pre-restore backup failed ({pre.error}); nothing was restored. Retry when the "
-                    "database is reachable."
-                )
-            try:
-                new = self.store.restore_generation(generation, trigger="restore", thread_id=thread_id)
-            except _DB_ERRORS as exc:
-                raise DatabaseUnavailable(
-                    f"Restore of generation {generation} failed: {scrub(str(exc), self.conninfo)}. "
-                    f"Memory is unchanged; generation {pre.generation} holds the state before the attempt."
-                ) from None
-            if thread_id is None:
-                self._replace_all(snap)
-            else:
-                self._replace_thread(thread_id, snap)
-            if damaged:
-                self._tombstone_damaged(snap.dropped)
-                self._backup_locked("restore", None, False)
-            else:
-                try:
-                    self.store.apply_retention(self.retention)
-                except _DB_ERRORS:
-                    logger.warning("retention after restore failed; it runs again with the next backup")
-        self._record(
-            BackupRun(
-                trigger="restore",
-                started_at=pre.finished_at,
-                finished_at=datetime.now(UTC),
-                generation=new,
-            ),
-            request_id,
-            self._generation_counts(new),
-        )
-        return RestoreResult(
-            restored_from=generation,
-            generation=new,
-            undo_generation=pre.generation,
-            thread_id=thread_id,
-            threads=len(snap.storage),
-            checkpoints=snap.checkpoints,
-            damaged=damaged,
-        )
 
-    def _tombstone_damaged(self, dropped: dict[str, list[tuple]]) -> None:
-        """Mark rows left out of a restore as deleted, so the next generation drops them too."""
-        d = self._dirty
-        for table, keys in dropped.items():
-            target = getattr(d, table)
-            for key in keys:
-                _mark(target, key, True)
-        if any(dropped.values()) and d.since is None:
-            d.since = time.time()
-
-    def _replace_all(self, snap: Snapshot) -> None:
-        """Replace memory with ``snap`` in place (graphs may share these dicts). Caller holds the lock."""
-        self.storage.clear()
-        for tid, namespaces in snap.storage.items():
-            self.storage[tid].update(namespaces)
-        self.writes.clear()
-        self.writes.update(snap.writes)
-        self.blobs.clear()
-        self.blobs.update(snap.blobs)
-        self._dirty.take()
-
-    def _replace_thread(self, thread_id: str, snap: Snapshot) -> None:
-        self._forget_dirty({thread_id})
-        self._dirty.deleted_threads.discard(thread_id)
-        self.storage.pop(thread_id, None)
-        for key in [k for k in self.writes if k[0] == thread_id]:
-            del self.writes[key]
-        for key in [k for k in self.blobs if k[0] == thread_id]:
-            del self.blobs[key]
-        for tid, namespaces in snap.storage.items():
-            self.storage[tid].update(namespaces)
-        self.writes.update(snap.writes)
-        self.blobs.update(snap.blobs)
+        return self._read(thread_id, copy)
 
     # -- figures --------------------------------------------------------------------------------
 
     def thread_ids(self) -> list[str]:
-        """Ids of the threads that hold at least one checkpoint."""
+        """Ids of the resident threads that hold at least one checkpoint."""
         with self.lock:
             return [t for t, namespaces in self.storage.items() if any(namespaces.values())]
 
     def pending_threads(self) -> set[str]:
         """Threads with changes not yet in PostgreSQL."""
         with self.lock:
-            d = self._dirty
-            out = {k[0] for k in d.checkpoints} | {k[0] for k in d.writes} | {k[0] for k in d.blobs}
-            return out | d.deleted_threads
+            return self._changes.threads()
 
     def stats(self) -> SaverStats:
-        """Threads and checkpoints in memory, pending changes and backup lag."""
+        """Resident threads and checkpoints, pending changes, backup lag and the residency figures."""
         with self.lock:
             threads = 0
             checkpoints = 0
@@ -1096,8 +918,9 @@ class HybridSaver(InMemorySaver):
                 if n:
                     threads += 1
                     checkpoints += n
-            pending = len(self._dirty)
-            since = self._dirty.since
+            pending = len(self._changes)
+            since = self._changes.since
+        res = self._res.stats()
         last = self.last_run
         return SaverStats(
             threads=threads,
@@ -1107,49 +930,15 @@ class HybridSaver(InMemorySaver):
             last_backup=last,
             last_success=self.last_success,
             database_ok=last is None or last.ok,
+            resident_threads=res.resident_threads,
+            resident_bytes=res.resident_bytes,
+            dirty_bytes=res.dirty_bytes,
+            memory_budget=res.memory_budget,
+            hits=res.hits,
+            loads=res.loads,
+            evictions=res.evictions,
+            instance_id=self.instance_id,
         )
-
-
-# -- exit and signals -------------------------------------------------------------------------------
-
-_live: weakref.WeakSet[HybridSaver] = weakref.WeakSet()
-_exit_lock = threading.Lock()
-_installed = False
-
-
-def _close_all() -> None:
-    for saver in list(_live):
-        try:
-            saver.close()
-        except Exception:  # noqa: BLE001 - exit must go on
-            logger.exception("closing a HybridSaver at exit failed")
-
-
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    # Unwind the main thread first (locks released, transactions rolled back); the atexit
-    # handler then closes every live saver, which takes the final backup.
-    logger.info("signal %s: exiting, the final backup runs at exit", signum)
-    raise SystemExit(128 + signum)
-
-
-def _register_exit(saver: HybridSaver, handle_signals: bool) -> None:
-    global _installed
-    with _exit_lock:
-        _live.add(saver)
-        if not _installed:
-            atexit.register(_close_all)
-            _installed = True
-    if (
-        handle_signals
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
-        and os.environ.get("HYBRID_SAVER_NO_SIGNALS") != "1"
-    ):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _unregister_exit(saver: HybridSaver) -> None:
-    _live.discard(saver)
 
 
 __all__ = ["BackupRun", "HybridSaver", "RestoreResult", "SaverStats"]

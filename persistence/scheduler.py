@@ -1,24 +1,33 @@
-"""The backup job: an APScheduler 3.x BackgroundScheduler that calls ``saver.backup()`` on an interval."""
+"""The saver's jobs: an APScheduler 3.x BackgroundScheduler with the backup job (on an interval,
+pausable) and the member's heartbeat. It calls plain callables and knows nothing of savers.
+
+APScheduler logs two INFO lines per run and a WARNING whenever a run is skipped because the
+previous one is still going (which is how coalescing works here). Those lines go to the logger
+``persistence.scheduler.apscheduler``, quiet below ERROR by default, so a host app's log stays
+readable; the saver logs one line per failed run itself.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import threading
-from collections import deque
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-if TYPE_CHECKING:
-    from persistence.saver import BackupRun, HybridSaver
-
 logger = logging.getLogger(__name__)
+#: where APScheduler's own per-run lines go; raise its level to see them
+apscheduler_logger = logging.getLogger("persistence.scheduler.apscheduler")
+apscheduler_logger.setLevel(logging.ERROR)
 
 JOB_ID = "hybrid-saver-backup"
+HEARTBEAT_ID = "hybrid-saver-heartbeat"
 MIN_INTERVAL = 0.01
 MAX_INTERVAL = 7 * 24 * 3600.0
 
@@ -35,78 +44,129 @@ def check_interval(seconds: Any) -> float:
     return float(seconds)
 
 
-class BackupScheduler:
-    """Runs ``saver.backup(trigger="scheduled")`` every ``interval`` seconds.
+class _QuietExecutor(ThreadPoolExecutor):
+    """APScheduler's thread pool with its per-run lines sent to :data:`apscheduler_logger`."""
 
-    One job (``max_instances=1``, ``coalesce=True``); a manual backup and a scheduled one never
-    write at the same time because both take the saver's backup lock. Results come back through
-    APScheduler listeners and are kept in :attr:`history`.
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._logger = apscheduler_logger
+
+
+class BackupScheduler:
+    """Runs ``backup()`` every ``interval`` seconds (None: no scheduled backups, only the heartbeat)
+    and ``heartbeat()`` every ``heartbeat_every`` seconds.
+
+    One job each (``max_instances=1``, ``coalesce=True``); a manual backup and a scheduled one never
+    write at the same time because both take the saver's backup lock.
     """
 
-    def __init__(self, saver: HybridSaver, interval: float) -> None:
-        self.saver = saver
-        self.interval = check_interval(interval)
-        self.history: deque[BackupRun] = deque(maxlen=1000)
-        self.errors: deque[str] = deque(maxlen=100)
+    def __init__(
+        self,
+        backup: Callable[[], Any],
+        interval: float | None,
+        *,
+        heartbeat: Callable[[], Any] | None = None,
+        heartbeat_every: float = 2.0,
+        paused: bool = False,
+    ) -> None:
+        self._backup = backup
+        self._heartbeat = heartbeat
+        self.interval = check_interval(interval) if interval is not None else None
+        self.heartbeat_every = heartbeat_every
+        self._paused_at_start = paused
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(
+            executors={"default": _QuietExecutor(max_workers=2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            logger=apscheduler_logger,
             daemon=True,
         )
-        self._scheduler.add_listener(self._on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         self._started = False
-
-    def _job(self) -> BackupRun | None:
-        if self.saver.closed:
-            return None
-        return self.saver.backup(trigger="scheduled")
-
-    def _on_event(self, event: JobExecutionEvent) -> None:
-        if event.code == EVENT_JOB_EXECUTED and event.retval is not None:
-            self.history.append(event.retval)
-        elif event.code == EVENT_JOB_ERROR:
-            self.errors.append(f"{type(event.exception).__name__}: {event.exception}")
-            logger.error("scheduled backup raised %s", type(event.exception).__name__)
 
     def start(self) -> None:
         with self._lock:
             if self._started:
                 return
-            self._scheduler.add_job(
-                self._job,
-                IntervalTrigger(seconds=self.interval),
-                id=JOB_ID,
-                name="hybrid saver backup",
-                replace_existing=True,
-            )
+            if self.interval is not None:
+                self._scheduler.add_job(
+                    self._backup,
+                    IntervalTrigger(seconds=self.interval),
+                    id=JOB_ID,
+                    name="hybrid saver backup",
+                    replace_existing=True,
+                    next_run_time=None if self._paused_at_start else _first_run(self.interval),
+                )
+            if self._heartbeat is not None:
+                self._scheduler.add_job(
+                    self._heartbeat,
+                    IntervalTrigger(seconds=self.heartbeat_every),
+                    id=HEARTBEAT_ID,
+                    name="hybrid saver heartbeat",
+                    replace_existing=True,
+                )
             self._scheduler.start()
             self._started = True
 
+    @property
+    def scheduled(self) -> bool:
+        """True when backups run on an interval (False: only on demand)."""
+        return self.interval is not None
+
     def set_interval(self, seconds: float) -> None:
-        """Change the interval at run time; the next run is one new interval from now."""
+        """Change the interval at run time; the next run is one new interval from now. Starts the
+        backup job when there was none."""
         seconds = check_interval(seconds)
         with self._lock:
+            was_scheduled = self.interval is not None
             self.interval = seconds
-            if self._started and self._scheduler.running:
-                paused = self.paused
-                self._scheduler.reschedule_job(JOB_ID, trigger=IntervalTrigger(seconds=seconds))
-                if paused:
-                    self._scheduler.pause_job(JOB_ID)
+            if not (self._started and self._scheduler.running):
+                return
+            if not was_scheduled:
+                self._scheduler.add_job(
+                    self._backup,
+                    IntervalTrigger(seconds=seconds),
+                    id=JOB_ID,
+                    name="hybrid saver backup",
+                    replace_existing=True,
+                )
+                return
+            paused = self._job_paused()
+            self._scheduler.reschedule_job(JOB_ID, trigger=IntervalTrigger(seconds=seconds))
+            if paused:
+                self._scheduler.pause_job(JOB_ID)
 
     def pause(self) -> None:
         with self._lock:
-            if self._scheduler.running:
+            if self._scheduler.running and self.interval is not None:
                 self._scheduler.pause_job(JOB_ID)
+            else:
+                self._paused_at_start = True
 
     def resume(self) -> None:
         with self._lock:
-            if self._scheduler.running:
+            self._paused_at_start = False
+            if self._scheduler.running and self.interval is not None:
                 self._scheduler.resume_job(JOB_ID)
+
+    def run_soon(self) -> None:
+        """Run the backup job now, ahead of its schedule (memory pressure); no-op when paused or off."""
+        with self._lock:
+            if not self._scheduler.running or self.interval is None or self._job_paused():
+                return
+            try:
+                self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now().astimezone())
+            except JobLookupError:
+                pass
+
+    def _job_paused(self) -> bool:
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler.running else None
+        return job is not None and job.next_run_time is None
 
     @property
     def paused(self) -> bool:
-        job = self._scheduler.get_job(JOB_ID) if self._scheduler.running else None
-        return job is not None and job.next_run_time is None
+        if not self._scheduler.running:
+            return self._paused_at_start
+        return self._job_paused()
 
     @property
     def next_run_time(self) -> datetime | None:
@@ -118,10 +178,14 @@ class BackupScheduler:
         return self._scheduler.running
 
     def shutdown(self) -> None:
-        """Stop the job and wait for a run under way to finish (idempotent)."""
+        """Stop the jobs and wait for a run under way to finish (idempotent)."""
         with self._lock:
             if self._scheduler.running:
                 self._scheduler.shutdown(wait=True)
 
 
-__all__ = ["JOB_ID", "BackupScheduler", "check_interval"]
+def _first_run(interval: float) -> datetime:
+    return datetime.now().astimezone() + timedelta(seconds=interval)
+
+
+__all__ = ["HEARTBEAT_ID", "JOB_ID", "MAX_INTERVAL", "BackupScheduler", "apscheduler_logger", "check_interval"]

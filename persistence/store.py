@@ -1,181 +1,45 @@
-"""The PostgreSQL side: schema and migrations, writing a generation with COPY, reading it back.
+"""The PostgreSQL side of the checkpoints: writing a generation with COPY, reading it back,
+restoring, verifying and retention. The schema and the storage model are in :mod:`persistence.schema`.
 
-Storage model. Every row carries ``added_gen`` (the generation that wrote it) and ``deleted_gen``
-(the generation that replaced or deleted it, NULL while live). The state at generation G is every
-row with ``added_gen <= G`` and ``deleted_gen`` NULL or ``> G``. A backup writes one generation
-in one transaction: thread tombstones, key tombstones, then the new rows with COPY. Keys and
-payloads are ``bytea`` so that any Python string (NUL bytes, lone surrogates) round-trips exactly.
+A backup writes one generation in one transaction: it takes the next number from the counter row
+(the row lock orders generations by commit across every member of a fleet), checks that the
+writer still owns each thread it writes (fencing), tombstones replaced keys, then COPYs the new rows.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
-from persistence.errors import GenerationNotFound, StoreLocked, ThreadNotFound
+from persistence.errors import GenerationNotFound, ThreadNotFound
+from persistence.schema import (
+    GENERATIONAL,
+    MIGRATIONS,
+    RESTORE_COLUMNS,
+    TABLES,
+    dec,
+    dec_version,
+    enc,
+    enc_version,
+    row_crc,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA = "hybrid_saver"
 #: runs kept in the runs table (each backup run, failed ones too, adds one)
 MAX_RUNS = 20_000
-
-# (table, key columns, payload columns, COPY types of key + payload columns)
-CHECKPOINT_COLS = ("thread_id", "checkpoint_ns", "checkpoint_id")
-CHECKPOINT_PAYLOAD = ("parent_id", "checkpoint_type", "checkpoint", "metadata_type", "metadata")
-WRITE_COLS = ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx")
-WRITE_PAYLOAD = ("channel", "value_type", "value", "task_path")
-BLOB_COLS = ("thread_id", "checkpoint_ns", "channel", "version")
-BLOB_PAYLOAD = ("value_type", "value")
-
-TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "checkpoints": (
-        CHECKPOINT_COLS,
-        CHECKPOINT_PAYLOAD,
-        ("bytea", "bytea", "bytea", "bytea", "text", "bytea", "text", "bytea"),
-    ),
-    "writes": (
-        WRITE_COLS,
-        WRITE_PAYLOAD,
-        ("bytea", "bytea", "bytea", "bytea", "int4", "bytea", "text", "bytea", "bytea"),
-    ),
-    "blobs": (BLOB_COLS, BLOB_PAYLOAD, ("bytea", "bytea", "bytea", "bytea", "text", "bytea")),
-}
-
-MIGRATIONS: list[str] = [
-    # v1: the generation model
-    """
-    CREATE TABLE {s}.generations (
-        generation    bigint PRIMARY KEY,
-        taken_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-        trigger       text NOT NULL,
-        kind          text NOT NULL DEFAULT 'backup',
-        threads       integer NOT NULL DEFAULT 0,
-        checkpoints   bigint NOT NULL DEFAULT 0,
-        rows_written  bigint NOT NULL DEFAULT 0,
-        bytes_written bigint NOT NULL DEFAULT 0,
-        restored_from bigint,
-        thread_id     bytea
-    );
-    CREATE TABLE {s}.runs (
-        id            bigserial PRIMARY KEY,
-        trigger       text NOT NULL,
-        started_at    timestamptz NOT NULL,
-        finished_at   timestamptz NOT NULL,
-        generation    bigint,
-        rows_written  bigint NOT NULL DEFAULT 0,
-        bytes_written bigint NOT NULL DEFAULT 0,
-        lag_seconds   double precision NOT NULL DEFAULT 0,
-        pending       bigint NOT NULL DEFAULT 0,
-        threads       integer,
-        checkpoints   bigint,
-        error         text,
-        request_id    text
-    );
-    CREATE INDEX runs_started_idx ON {s}.runs (started_at);
-    CREATE TABLE {s}.checkpoints (
-        thread_id bytea NOT NULL, checkpoint_ns bytea NOT NULL, checkpoint_id bytea NOT NULL,
-        parent_id bytea, checkpoint_type text, checkpoint bytea, metadata_type text, metadata bytea,
-        added_gen bigint NOT NULL, deleted_gen bigint
-    );
-    CREATE UNIQUE INDEX checkpoints_live ON {s}.checkpoints (thread_id, checkpoint_ns, checkpoint_id)
-        WHERE deleted_gen IS NULL;
-    CREATE INDEX checkpoints_dead ON {s}.checkpoints (deleted_gen) WHERE deleted_gen IS NOT NULL;
-    CREATE TABLE {s}.writes (
-        thread_id bytea NOT NULL, checkpoint_ns bytea NOT NULL, checkpoint_id bytea NOT NULL,
-        task_id bytea NOT NULL, idx integer NOT NULL,
-        channel bytea, value_type text, value bytea, task_path bytea,
-        added_gen bigint NOT NULL, deleted_gen bigint
-    );
-    CREATE UNIQUE INDEX writes_live ON {s}.writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-        WHERE deleted_gen IS NULL;
-    CREATE INDEX writes_dead ON {s}.writes (deleted_gen) WHERE deleted_gen IS NOT NULL;
-    CREATE TABLE {s}.blobs (
-        thread_id bytea NOT NULL, checkpoint_ns bytea NOT NULL, channel bytea NOT NULL,
-        version bytea NOT NULL, value_type text, value bytea,
-        added_gen bigint NOT NULL, deleted_gen bigint
-    );
-    CREATE UNIQUE INDEX blobs_live ON {s}.blobs (thread_id, checkpoint_ns, channel, version)
-        WHERE deleted_gen IS NULL;
-    CREATE INDEX blobs_dead ON {s}.blobs (deleted_gen) WHERE deleted_gen IS NOT NULL;
-    CREATE TABLE {s}.instances (
-        id          bigserial PRIMARY KEY,
-        host        text NOT NULL,
-        pid         integer NOT NULL,
-        started_at  timestamptz NOT NULL DEFAULT now(),
-        stopped_at  timestamptz
-    );
-    """,
-    # v2: a CRC-32 of each row's payload, so a restore can detect damage without decoding every value
-    """
-    ALTER TABLE {s}.checkpoints ADD COLUMN crc bigint;
-    ALTER TABLE {s}.writes ADD COLUMN crc bigint;
-    ALTER TABLE {s}.blobs ADD COLUMN crc bigint;
-    """,
-]
-
-
-def row_crc(payload: tuple) -> int:
-    """CRC-32 over a row's payload columns, each length-prefixed (None and "" differ)."""
-    crc = 0
-    for value in payload:
-        if value is None:
-            crc = zlib.crc32(b"\xff\xff\xff\xff", crc)
-            continue
-        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-        crc = zlib.crc32(len(data).to_bytes(4, "little"), crc)
-        crc = zlib.crc32(data, crc)
-    return crc
-
-
-# -- key encoding --------------------------------------------------------------------------------
-
-
-def enc(text: str) -> bytes:
-    """Encode a key string exactly (lone surrogates included)."""
-    return text.encode("utf-8", "surrogatepass")
-
-
-def dec(data: bytes) -> str:
-    return data.decode("utf-8", "surrogatepass")
-
-
-def enc_version(version: str | int | float) -> bytes:
-    """Encode a channel version with its type, so restore puts back the exact key."""
-    if isinstance(version, str):
-        return b"s" + enc(version)
-    if isinstance(version, bool):
-        raise TypeError(f"channel version {version!r} is a bool")
-    if isinstance(version, int):
-        return b"i" + str(version).encode()
-    if isinstance(version, float):
-        return b"f" + repr(version).encode()
-    raise TypeError(f"channel version {version!r} has unsupported type {type(version).__name__}")
-
-
-def dec_version(data: bytes) -> str | int | float:
-    tag, body = data[:1], data[1:]
-    if tag == b"s":
-        return dec(body)
-    if tag == b"i":
-        return int(body)
-    if tag == b"f":
-        return float(body)
-    raise ValueError(f"unknown version tag {tag!r}")
-
-
-# -- records --------------------------------------------------------------------------------------
+#: the longest text of a thread kept in its summary for search
+CONTENT_LIMIT = 16_000
 
 
 @dataclass(frozen=True)
@@ -196,16 +60,57 @@ class Generation:
 
 @dataclass
 class Changes:
-    """What one backup writes: rows to add, keys to tombstone, threads deleted as a whole."""
+    """What one backup writes: rows to add, keys to tombstone, threads deleted as a whole, and the
+    summary of every thread it touches."""
 
     deleted_threads: list[str] = field(default_factory=list)
     # rows are (key..., payload...) tuples in the column order of TABLES, already encoded
     rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
     tombstones: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    #: (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content) per touched
+    #: thread that still has checkpoints; thread ids and checkpoint ids as str
+    summaries: list[tuple] = field(default_factory=list)
+    #: every thread these changes touch (filled by whoever builds them; computed when left empty)
+    touched: set[str] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
         return not self.deleted_threads and not any(self.rows.values()) and not any(self.tombstones.values())
+
+    def threads(self) -> set[str]:
+        """Every thread this backup touches."""
+        if not self.touched:
+            self.touched = set(self.deleted_threads)
+            for rows in (*self.rows.values(), *self.tombstones.values()):
+                self.touched.update(dec(r[0]) for r in rows)
+        return self.touched
+
+    def without(self, threads: set[str]) -> Changes:
+        """These changes minus everything of ``threads`` (fenced: no longer ours to write)."""
+        if not threads:
+            return self
+        encoded = {enc(t) for t in threads}
+        return Changes(
+            deleted_threads=[t for t in self.deleted_threads if t not in threads],
+            rows={t: [r for r in rows if r[0] not in encoded] for t, rows in self.rows.items()},
+            tombstones={t: [k for k in keys if k[0] not in encoded] for t, keys in self.tombstones.items()},
+            summaries=[s for s in self.summaries if s[0] not in threads],
+            touched=self.threads() - threads,
+        )
+
+
+@dataclass
+class Written:
+    """What :meth:`Store.write_generation` did."""
+
+    generation: int | None
+    rows: int = 0
+    bytes: int = 0
+    #: threads whose changes were refused because the writer no longer owns them
+    refused: list[str] = field(default_factory=list)
+    #: threads and checkpoints of the generation written
+    threads: int | None = None
+    checkpoints: int | None = None
 
 
 @dataclass
@@ -232,8 +137,6 @@ class Store:
         self.pool = pool
         self.schema = schema
         self._s = sql.Identifier(schema)
-        self._lock_conn: psycopg.Connection | None = None
-        self.instance_id: int | None = None
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -261,86 +164,6 @@ class Store:
                 conn.execute(self._q(migration))
                 conn.execute(self._q("INSERT INTO {s}.schema_version (v) VALUES (%s)"), (version,))
                 logger.info("applied migration %s to schema %s", version, self.schema)
-
-    # -- ownership: one live saver per store ------------------------------------------------
-
-    def _lock_key(self) -> sql.Composed:
-        return sql.SQL("hashtextextended({}, 0)").format(sql.Literal(f"hybrid_saver:{self.schema}"))
-
-    def acquire(self, conninfo: str) -> None:
-        """Take the store's advisory lock on a connection of its own, or raise ``StoreLocked``."""
-        if self._lock_conn is not None and not self._lock_conn.closed:
-            try:
-                self._lock_conn.execute("SELECT 1")
-                return
-            except psycopg.Error:
-                self._drop_lock_conn()
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
-        got = conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(self._lock_key())).fetchone()
-        if not got or not got[0]:
-            conn.close()
-            holder = self.holder()
-            raise StoreLocked(
-                f"Another saver already owns the backup store {self.schema!r}"
-                + (f" ({holder})" if holder else "")
-                + ". Stop that process first, or give this saver another schema."
-            )
-        self._lock_conn = conn
-        if self.instance_id is None:
-            row = conn.execute(
-                self._q("INSERT INTO {s}.instances (host, pid) VALUES (%s, %s) RETURNING id"),
-                (socket.gethostname(), os.getpid()),
-            ).fetchone()
-            self.instance_id = row[0] if row else None
-
-    def holder(self) -> str | None:
-        """Describe the live saver that holds the store, if any."""
-        try:
-            with self.pool.connection() as conn:
-                row = conn.execute(
-                    self._q(
-                        "SELECT host, pid, started_at FROM {s}.instances "
-                        "WHERE stopped_at IS NULL ORDER BY id DESC LIMIT 1"
-                    )
-                ).fetchone()
-        except psycopg.Error:
-            return None
-        if not row:
-            return None
-        return f"host {row[0]}, pid {row[1]}, started {row[2]:%Y-%m-%d %H:%M:%S %Z}"
-
-    def is_locked_by_other(self) -> bool:
-        """True when a live saver (another session) holds the store's advisory lock."""
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                    "AND ((classid::bigint << 32) | objid::bigint) = ({} & x'ffffffffffffffff'::bigint)"
-                ).format(self._lock_key())
-            ).fetchone()
-        return bool(row and row[0])
-
-    def release(self) -> None:
-        """Mark this instance stopped and release the advisory lock."""
-        conn = self._lock_conn
-        if conn is None:
-            return
-        try:
-            if self.instance_id is not None:
-                conn.execute(self._q("UPDATE {s}.instances SET stopped_at = now() WHERE id = %s"), (self.instance_id,))
-            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(self._lock_key()))
-        except psycopg.Error as exc:
-            logger.warning("could not release the store lock cleanly: %s", type(exc).__name__)
-        self._drop_lock_conn()
-
-    def _drop_lock_conn(self) -> None:
-        if self._lock_conn is not None:
-            try:
-                self._lock_conn.close()
-            except psycopg.Error:
-                pass
-        self._lock_conn = None
 
     # -- generations ------------------------------------------------------------------------
 
@@ -383,71 +206,58 @@ class Store:
             "List them with `python -m persistence generations`."
         )
 
+    def _next_generation(self, conn: psycopg.Connection, trigger: str, kind: str, **extra: Any) -> tuple[int, int, int]:
+        """Take the next generation number (the counter row stays locked until commit, so numbers
+        follow commit order across members) and insert its row; return (generation, threads and
+        checkpoints of the previous generation)."""
+        row = conn.execute(
+            self._q("UPDATE {s}.counter SET generation = generation + 1 RETURNING generation")
+        ).fetchone()
+        gen = int(row[0]) if row else 1
+        prev = conn.execute(
+            self._q("SELECT threads, checkpoints FROM {s}.generations ORDER BY generation DESC LIMIT 1")
+        ).fetchone()
+        cols = ["generation", "trigger", "kind", *extra]
+        conn.execute(
+            sql.SQL("INSERT INTO {s}.generations ({c}) VALUES ({v})").format(
+                s=self._s,
+                c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+            ),
+            [gen, trigger, kind, *extra.values()],
+        )
+        return gen, int(prev[0]) if prev else 0, int(prev[1]) if prev else 0
+
     def write_generation(
         self,
         changes: Changes,
         *,
         trigger: str,
         kind: str = "backup",
-        force: bool = False,
-    ) -> tuple[int | None, int, int]:
+        owner: int | None = None,
+        tokens: dict[str, int] | None = None,
+    ) -> Written:
         """Write ``changes`` as a new generation in one transaction.
 
-        Returns:
-            (generation, rows written, bytes written). The generation is the latest existing one
-            (or None) when there is nothing to write and ``force`` is false.
+        With ``owner`` (a member id) only the threads that member still owns are written, with the
+        token it holds in ``tokens`` when given; the others are refused and listed (fencing). A
+        backup with nothing to write (or nothing left after fencing) writes no generation.
         """
-        if changes.empty and not force:
-            return self.latest_generation(), 0, 0
-        nbytes = 0
-        nrows = 0
-        touched = sorted(
-            {enc(t) for t in changes.deleted_threads}
-            | {r[0] for rows in changes.rows.values() for r in rows}
-            | {k[0] for keys in changes.tombstones.values() for k in keys}
-        )
+        if changes.empty:
+            return Written(None)
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                self._q(
-                    "SELECT generation + 1, threads, checkpoints FROM {s}.generations ORDER BY generation DESC LIMIT 1"
-                )
-            ).fetchone()
-            gen, threads_before, checkpoints = (int(row[0]), int(row[1]), int(row[2])) if row else (1, 0, 0)
-            live_before = self._live_threads(conn, touched)
-            conn.execute(
-                self._q("INSERT INTO {s}.generations (generation, trigger, kind) VALUES (%s, %s, %s)"),
-                (gen, trigger, kind),
-            )
-            with conn.cursor() as cur:
-                if changes.deleted_threads:
-                    threads = [enc(t) for t in changes.deleted_threads]
-                    for table in TABLES:
-                        cur.execute(
-                            self._q(
-                                f"UPDATE {{s}}.{table} SET deleted_gen = %s "
-                                "WHERE thread_id = ANY(%s) AND deleted_gen IS NULL"
-                            ),
-                            (gen, threads),
-                        )
-                        nrows += max(cur.rowcount, 0)
-                for table, (keys, _payload, types) in TABLES.items():
-                    tomb = changes.tombstones[table]
-                    if tomb:
-                        cols = list(zip(*tomb, strict=True))
-                        key_sql = sql.SQL(", ").join(map(sql.Identifier, keys))
-                        unnest = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types[: len(keys)])
-                        cur.execute(
-                            sql.SQL(
-                                "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL "
-                                "AND ({k}) IN (SELECT * FROM unnest({u}))"
-                            ).format(s=self._s, t=sql.Identifier(table), k=key_sql, u=unnest),
-                            [gen, *[list(c) for c in cols]],
-                        )
-                        nrows += max(cur.rowcount, 0)
-                    rows = changes.rows[table]
-                    if rows:
-                        nbytes += self._copy_in(cur, table, rows, gen)
-                        nrows += len(rows)
+            refused: list[str] = []
+            if owner is not None:
+                touched = sorted(changes.threads())
+                owned = self._owned(conn, owner, touched, tokens)
+                refused = [t for t in touched if t not in owned]
+                changes = changes.without(set(refused))
+                if changes.empty:
+                    return Written(None, refused=refused)
+            touched_enc = sorted({enc(t) for t in changes.threads()})
+            gen, threads_before, checkpoints = self._next_generation(conn, trigger, kind)
+            live_before = self._live_threads(conn, touched_enc)
+            nrows, nbytes = self._write_rows(conn, changes, touched_enc, gen)
             # counts follow from the previous generation's and what this one touched: no full scan
             checkpoints += (
                 len(changes.rows["checkpoints"])
@@ -455,7 +265,7 @@ class Store:
                     self._q("SELECT count(*) FROM {s}.checkpoints WHERE deleted_gen = %s"), (gen,)
                 ).fetchone()[0]
             )
-            threads = threads_before - live_before + self._live_threads(conn, touched)
+            threads = threads_before - live_before + self._live_threads(conn, touched_enc)
             conn.execute(
                 self._q(
                     "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s, "
@@ -463,7 +273,84 @@ class Store:
                 ),
                 (threads, checkpoints, nrows, nbytes, gen),
             )
-        return gen, nrows, nbytes
+        return Written(gen, nrows, nbytes, refused, threads, checkpoints)
+
+    def _owned(
+        self, conn: psycopg.Connection, owner: int, threads: list[str], tokens: dict[str, int] | None
+    ) -> set[str]:
+        """Threads of ``threads`` that ``owner`` holds (with the given tokens); their owner rows stay
+        share-locked until commit, so no claim can take them while this transaction writes."""
+        rows = conn.execute(
+            self._q(
+                "SELECT thread_id, token FROM {s}.owners WHERE thread_id = ANY(%s) AND owner = %s "
+                "ORDER BY thread_id FOR SHARE"
+            ),
+            ([enc(t) for t in threads], owner),
+        ).fetchall()
+        owned = {dec(r[0]): int(r[1]) for r in rows}
+        if tokens is None:
+            return set(owned)
+        return {t for t, token in owned.items() if tokens.get(t, token) == token}
+
+    def _write_rows(
+        self, conn: psycopg.Connection, changes: Changes, touched: list[bytes], gen: int
+    ) -> tuple[int, int]:
+        nrows = nbytes = 0
+        with conn.cursor() as cur:
+            if changes.deleted_threads:
+                threads = [enc(t) for t in changes.deleted_threads]
+                for table in TABLES:
+                    cur.execute(
+                        self._q(
+                            f"UPDATE {{s}}.{table} SET deleted_gen = %s "
+                            "WHERE thread_id = ANY(%s) AND deleted_gen IS NULL"
+                        ),
+                        (gen, threads),
+                    )
+                    nrows += max(cur.rowcount, 0)
+            for table, (keys, _payload, types) in TABLES.items():
+                tomb = changes.tombstones[table]
+                if tomb:
+                    cols = list(zip(*tomb, strict=True))
+                    key_sql = sql.SQL(", ").join(map(sql.Identifier, keys))
+                    unnest = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types[: len(keys)])
+                    cur.execute(
+                        sql.SQL(
+                            "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL "
+                            "AND ({k}) IN (SELECT * FROM unnest({u}))"
+                        ).format(s=self._s, t=sql.Identifier(table), k=key_sql, u=unnest),
+                        [gen, *[list(c) for c in cols]],
+                    )
+                    nrows += max(cur.rowcount, 0)
+                rows = changes.rows[table]
+                if rows:
+                    nbytes += self._copy_in(cur, table, rows, gen)
+                    nrows += len(rows)
+            # the summary of every touched thread is replaced (or dropped when it has no checkpoint)
+            cur.execute(
+                self._q("UPDATE {s}.summaries SET deleted_gen = %s WHERE thread_id = ANY(%s) AND deleted_gen IS NULL"),
+                (gen, touched),
+            )
+            if changes.summaries:
+                cols = list(zip(*changes.summaries, strict=True))
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {s}.summaries (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, "
+                        "title, content, added_gen) SELECT t.*, %s FROM unnest(%s::bytea[], %s::int[], %s::bigint[], "
+                        "%s::timestamptz[], %s::bytea[], %s::text[], %s::text[]) AS t"
+                    ),
+                    [
+                        gen,
+                        [enc(t) for t in cols[0]],
+                        list(cols[1]),
+                        list(cols[2]),
+                        list(cols[3]),
+                        [enc(c) if c is not None else None for c in cols[4]],
+                        [_text(t) for t in cols[5]],
+                        [_text(c, CONTENT_LIMIT) for c in cols[6]],
+                    ],
+                )
+        return nrows, nbytes
 
     def _live_threads(self, conn: psycopg.Connection, thread_ids: list[bytes]) -> int:
         """How many of ``thread_ids`` have a live checkpoint (uses the live-key index)."""
@@ -503,6 +390,31 @@ class Store:
             return sql.SQL("deleted_gen IS NULL"), []
         return sql.SQL("added_gen <= %s AND (deleted_gen IS NULL OR deleted_gen > %s)"), [generation, generation]
 
+    def _copy_out(
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        generation: int | None,
+        thread_ids: Sequence[str] | None,
+        crc: bool,
+    ) -> Iterator[tuple]:
+        keys, payload, types = TABLES[table]
+        if crc:
+            payload, types = (*payload, "crc"), (*types, "int8")
+        where, params = self._live_at(generation)
+        if thread_ids is not None:
+            where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
+            params = [*params, [enc(t) for t in thread_ids]]
+        stmt = sql.SQL("COPY (SELECT {c} FROM {s}.{t} WHERE {w}) TO STDOUT (FORMAT BINARY)").format(
+            c=sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload))),
+            s=self._s,
+            t=sql.Identifier(table),
+            w=where,
+        )
+        with cur.copy(stmt, params) as copy:
+            copy.set_types(list(types))
+            yield from copy.rows()
+
     def iter_rows(
         self, table: str, generation: int | None = None, thread_id: str | None = None, *, crc: bool = False
     ) -> Iterator[tuple]:
@@ -510,89 +422,32 @@ class Store:
 
         With ``crc`` each row ends with its stored checksum (None for rows older than schema v2).
         """
-        keys, payload, types = TABLES[table]
-        if crc:
-            payload, types = (*payload, "crc"), (*types, "int8")
-        where, params = self._live_at(generation)
-        if thread_id is not None:
-            where = sql.SQL("{} AND thread_id = %s").format(where)
-            params = [*params, enc(thread_id)]
-        stmt = sql.SQL("COPY (SELECT {c} FROM {s}.{t} WHERE {w}) TO STDOUT (FORMAT BINARY)").format(
-            c=sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload))),
-            s=self._s,
-            t=sql.Identifier(table),
-            w=where,
-        )
         with self.pool.connection() as conn, conn.cursor() as cur:
-            with cur.copy(stmt, params) as copy:
-                copy.set_types(list(types))
-                yield from copy.rows()
+            yield from self._copy_out(cur, table, generation, [thread_id] if thread_id is not None else None, crc)
 
     def load(self, generation: int | None = None, thread_id: str | None = None, *, verify: bool = False) -> Snapshot:
-        """Read the state at ``generation`` (or the newest) into InMemorySaver-shaped dicts.
+        """Read the state at ``generation`` (or the newest), all threads or one, into
+        InMemorySaver-shaped dicts, in one consistent read.
 
         With ``verify``, rows whose payload no longer matches its checksum are left out and listed
         in ``snapshot.damaged`` (thread id, what) and ``snapshot.dropped`` (keys per table).
         """
-        snap = Snapshot()
-        nbytes = 0
-        names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
+        return self._load(generation, [thread_id] if thread_id is not None else None, verify)
 
-        def name(data: bytes) -> str:
-            text = names.get(data)
-            if text is None:
-                text = names[data] = dec(data)
-            return text
+    def load_threads(self, thread_ids: Sequence[str]) -> Snapshot:
+        """The live rows of ``thread_ids`` (the newest state), read in one consistent snapshot."""
+        return self._load(None, list(thread_ids), False)
 
-        damaged: list[tuple[str, str]] = []
-        dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
-
-        def bad(row: tuple, width: int) -> bool:
-            stored = row[-1]
-            return stored is not None and stored != row_crc(row[width:-1])
-
-        storage = snap.storage
-        for row in self.iter_rows("checkpoints", generation, thread_id, crc=verify):
-            tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
-            if verify and bad(row, 3):
-                damaged.append((name(tid), f"checkpoint {dec(cid)}"))
-                dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
-                continue
-            nbytes += len(cdata or b"") + len(mdata or b"")
-            storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
-                (ctype, cdata),
-                (mtype, mdata),
-                dec(parent) if parent is not None else None,
-            )
-        writes = snap.writes
-        for row in self.iter_rows("writes", generation, thread_id, crc=verify):
-            tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
-            if verify and bad(row, 5):
-                damaged.append((name(tid), f"write {dec(task)}/{idx} of checkpoint {dec(cid)}"))
-                dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
-                continue
-            nbytes += len(value or b"")
-            task_s = name(task)
-            writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
-                task_s,
-                name(channel),
-                (vtype, value),
-                name(path),
-            )
-        blobs = snap.blobs
-        for row in self.iter_rows("blobs", generation, thread_id, crc=verify):
-            tid, ns, channel, version, vtype, value = row[:6]
-            key = (name(tid), name(ns), name(channel), dec_version(version))
-            if verify and bad(row, 4):
-                damaged.append((key[0], f"channel value {key[2]}@{key[3]}"))
-                dropped["blobs"].append(key)
-                continue
-            nbytes += len(value or b"")
-            blobs[key] = (vtype, value)
-        snap.bytes = nbytes
-        snap.damaged = damaged
-        snap.dropped = dropped
-        return snap
+    def _load(self, generation: int | None, thread_ids: list[str] | None, verify: bool) -> Snapshot:
+        with self.pool.connection() as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    return _build_snapshot(
+                        lambda table: self._copy_out(cur, table, generation, thread_ids, verify), verify
+                    )
+            finally:
+                conn.isolation_level = None
 
     def has_thread(self, generation: int, thread_id: str) -> bool:
         where, params = self._live_at(generation)
@@ -605,19 +460,63 @@ class Store:
             ).fetchone()
         return bool(row and row[0])
 
-    def thread_counts(self, generation: int | None = None) -> dict[str, tuple[int, str]]:
-        """thread_id -> (checkpoints, newest checkpoint id) at ``generation``."""
+    def thread_counts(self, generation: int | None = None, thread_id: str | None = None) -> dict[str, tuple[int, str]]:
+        """thread_id -> (checkpoints, newest checkpoint id) at ``generation`` (all threads or one)."""
         where, params = self._live_at(generation)
+        if thread_id is not None:
+            where = sql.SQL("{} AND thread_id = %s").format(where)
+            params = [*params, enc(thread_id)]
         with self.pool.connection() as conn:
             rows = conn.execute(
+                # max() of bytea exists only from PostgreSQL 18: take the first of a sorted aggregate
                 sql.SQL(
-                    "SELECT thread_id, count(*), max(checkpoint_id) FROM {s}.checkpoints WHERE {w} GROUP BY thread_id"
+                    "SELECT thread_id, count(*), (array_agg(checkpoint_id ORDER BY checkpoint_id DESC))[1] "
+                    "FROM {s}.checkpoints WHERE {w} GROUP BY thread_id"
                 ).format(s=self._s, w=where),
                 params,
             ).fetchall()
         return {dec(r[0]): (int(r[1]), dec(r[2])) for r in rows}
 
-    def restore_generation(self, generation: int, *, trigger: str, thread_id: str | None = None) -> int:
+    def live_thread_ids(self) -> list[str]:
+        """Every thread with a live checkpoint (the newest state), in id order."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                self._q("SELECT DISTINCT thread_id FROM {s}.checkpoints WHERE deleted_gen IS NULL ORDER BY 1")
+            ).fetchall()
+        return [dec(r[0]) for r in rows]
+
+    def threads_with_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Threads that may have a live checkpoint of one of ``run_ids``: a superset (metadata stored as
+        msgpack is searched for the id's bytes; any other encoding is a candidate, to be decoded)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                self._q(
+                    "SELECT DISTINCT thread_id FROM {s}.checkpoints WHERE deleted_gen IS NULL AND "
+                    "(metadata_type IS DISTINCT FROM 'msgpack' OR EXISTS "
+                    "(SELECT 1 FROM unnest(%s::bytea[]) AS r(id) WHERE position(r.id IN metadata) > 0))"
+                ),
+                ([enc(r) for r in run_ids],),
+            ).fetchall()
+        return [dec(r[0]) for r in rows]
+
+    def ever_stored(self, thread_id: str) -> bool:
+        """True when some kept generation holds a checkpoint of ``thread_id`` (a restore can bring it back)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                self._q("SELECT EXISTS (SELECT 1 FROM {s}.summaries WHERE thread_id = %s)"), (enc(thread_id),)
+            ).fetchone()
+            if row and row[0]:
+                return True
+            row = conn.execute(
+                self._q("SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE thread_id = %s)"), (enc(thread_id),)
+            ).fetchone()
+        return bool(row and row[0])
+
+    # -- restore ------------------------------------------------------------------------------
+
+    def restore_generation(
+        self, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
+    ) -> int:
         """Commit the state of ``generation`` (all threads or one) as a new generation, server-side.
 
         Rows live now but not at ``generation`` are tombstoned; rows live then but deleted since are
@@ -626,7 +525,7 @@ class Store:
         self.get_generation(generation)
         if thread_id is not None and not self.has_thread(generation, thread_id):
             raise ThreadNotFound(
-                f"Thread {thread_id!r} is not in generation {generation}. "
+                f"Thread {thread_id!r:.120} is not in generation {generation}. "
                 "Pick a generation that holds it (see the Restore page or `python -m persistence generations`)."
             )
         scope = sql.SQL("")
@@ -635,17 +534,15 @@ class Store:
             scope = sql.SQL(" AND thread_id = %s")
             scope_params = [enc(thread_id)]
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(self._q("SELECT coalesce(max(generation), 0) + 1 FROM {s}.generations")).fetchone()
-            new = int(row[0]) if row else 1
-            conn.execute(
-                self._q(
-                    "INSERT INTO {s}.generations (generation, trigger, kind, restored_from, thread_id) "
-                    "VALUES (%s, %s, 'restore', %s, %s)"
-                ),
-                (new, trigger, generation, enc(thread_id) if thread_id is not None else None),
+            new, _threads, _checkpoints = self._next_generation(
+                conn,
+                trigger,
+                "restore",
+                restored_from=generation,
+                thread_id=enc(thread_id) if thread_id is not None else None,
             )
             nrows = 0
-            for table, (keys, payload, _types) in TABLES.items():
+            for table in GENERATIONAL:
                 cur = conn.execute(
                     sql.SQL(
                         "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL AND added_gen > %s{scope}"
@@ -653,7 +550,7 @@ class Store:
                     [new, generation, *scope_params],
                 )
                 nrows += max(cur.rowcount, 0)
-                cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc")))
+                cols = sql.SQL(", ").join(map(sql.Identifier, RESTORE_COLUMNS[table]))
                 cur = conn.execute(
                     sql.SQL(
                         "INSERT INTO {s}.{t} ({c}, added_gen) SELECT {c}, %s FROM {s}.{t} "
@@ -661,7 +558,8 @@ class Store:
                     ).format(s=self._s, t=sql.Identifier(table), c=cols, scope=scope),
                     [new, generation, generation, new, *scope_params],
                 )
-                nrows += max(cur.rowcount, 0)
+                if table != "summaries":
+                    nrows += max(cur.rowcount, 0)
             counts = conn.execute(
                 self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
             ).fetchone()
@@ -673,16 +571,44 @@ class Store:
             )
         return new
 
+    def verify_generation(self, generation: int, thread_id: str | None = None) -> tuple[int, list[tuple[str, str]]]:
+        """Check every row of ``generation`` against its checksum, streaming (nothing is kept).
+
+        Returns (rows checked, damaged rows as (thread id, what)).
+        """
+        self.get_generation(generation)
+        snap_rows = 0
+        damaged: list[tuple[str, str]] = []
+        widths = {"checkpoints": 3, "writes": 5, "blobs": 4}
+        with self.pool.connection() as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, width in widths.items():
+                        ids = [thread_id] if thread_id is not None else None
+                        for row in self._copy_out(cur, table, generation, ids, True):
+                            snap_rows += 1
+                            stored = row[-1]
+                            if stored is not None and stored != row_crc(row[width:-1]):
+                                damaged.append((dec(row[0]), _describe_row(table, row)))
+            finally:
+                conn.isolation_level = None
+        return snap_rows, damaged
+
     # -- retention ----------------------------------------------------------------------------
 
     def apply_retention(self, keep: int) -> int:
-        """Keep the newest ``keep`` generations; delete rows no kept generation needs.
-
-        Returns the number of generations dropped.
+        """Keep the newest ``keep`` generations; delete rows no kept generation needs. One member of
+        a fleet at a time (the others skip it). Returns the number of generations dropped.
         """
         if keep < 1:
             raise ValueError(f"retention must keep at least 1 generation, got {keep}")
         with self.pool.connection() as conn, conn.transaction():
+            got = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self.schema,)
+            ).fetchone()
+            if not got or not got[0]:
+                return 0
             row = conn.execute(
                 self._q("SELECT generation FROM {s}.generations ORDER BY generation DESC OFFSET %s LIMIT 1"),
                 (keep - 1,),
@@ -691,10 +617,13 @@ class Store:
                 return 0
             oldest = int(row[0])
             conn.execute(self._q("DELETE FROM {s}.runs WHERE id <= (SELECT max(id) FROM {s}.runs) - %s"), (MAX_RUNS,))
+            conn.execute(
+                self._q("DELETE FROM {s}.commands WHERE id <= (SELECT max(id) FROM {s}.commands) - %s"), (MAX_RUNS,)
+            )
             cur = conn.execute(self._q("DELETE FROM {s}.generations WHERE generation < %s"), (oldest,))
             dropped = max(cur.rowcount, 0)
             if dropped:
-                for table in TABLES:
+                for table in GENERATIONAL:
                     conn.execute(
                         sql.SQL("DELETE FROM {s}.{t} WHERE deleted_gen IS NOT NULL AND deleted_gen <= %s").format(
                             s=self._s, t=sql.Identifier(table)
@@ -705,25 +634,30 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
+    RUN_COLUMNS = (
+        "trigger",
+        "started_at",
+        "finished_at",
+        "generation",
+        "rows_written",
+        "bytes_written",
+        "lag_seconds",
+        "pending",
+        "threads",
+        "checkpoints",
+        "error",
+        "request_id",
+        "instance_id",
+        "folded",
+        "notes",
+    )
+
     def log_runs(self, runs: Iterable[dict[str, Any]]) -> None:
         """Insert run records (dicts with the runs table's columns)."""
         runs = list(runs)
         if not runs:
             return
-        cols = (
-            "trigger",
-            "started_at",
-            "finished_at",
-            "generation",
-            "rows_written",
-            "bytes_written",
-            "lag_seconds",
-            "pending",
-            "threads",
-            "checkpoints",
-            "error",
-            "request_id",
-        )
+        cols = self.RUN_COLUMNS
         with self.pool.connection() as conn, conn.cursor() as cur:
             cur.executemany(
                 sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v})").format(
@@ -734,10 +668,46 @@ class Store:
                 [tuple(r.get(c) for c in cols) for r in runs],
             )
 
-    def runs(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The newest ``limit`` runs, newest first."""
-        with self.pool.connection() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-            cur.execute(self._q("SELECT * FROM {s}.runs ORDER BY id DESC LIMIT %s"), (limit,))
+    def log_run(self, run: dict[str, Any]) -> int:
+        """Insert one run record and return its id."""
+        cols = self.RUN_COLUMNS
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v}) RETURNING id").format(
+                    s=self._s,
+                    c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                ),
+                [run.get(c) for c in cols],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def fold_run(self, run_id: int, finished_at: datetime) -> bool:
+        """Count one more run with nothing to write into the row ``run_id``; False if it is gone."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                self._q("UPDATE {s}.runs SET folded = folded + 1, finished_at = %s WHERE id = %s"),
+                (finished_at, run_id),
+            )
+            return cur.rowcount > 0
+
+    def runs(self, limit: int = 500, *, instance_id: int | None = None, empty: bool = True) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs, newest first (of one member when ``instance_id`` is given;
+        without runs that had nothing to write unless ``empty``)."""
+        where = [sql.SQL("true")]
+        params: list[Any] = []
+        if instance_id is not None:
+            where.append(sql.SQL("instance_id = %s"))
+            params.append(instance_id)
+        if not empty:
+            where.append(sql.SQL("(generation IS NOT NULL OR error IS NOT NULL)"))
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT * FROM {s}.runs WHERE {w} ORDER BY id DESC LIMIT %s").format(
+                    s=self._s, w=sql.SQL(" AND ").join(where)
+                ),
+                [*params, limit],
+            )
             return list(cur.fetchall())
 
     def database_size(self) -> int:
@@ -751,13 +721,96 @@ class Store:
         return int(row[0]) if row else 0
 
 
+def _text(value: Any, limit: int = 1000) -> str | None:
+    """Text for a summary column: no NUL (PostgreSQL text refuses it), valid UTF-8, at most ``limit``."""
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "")
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:limit]
+
+
+def _describe_row(table: str, row: tuple) -> str:
+    if table == "checkpoints":
+        return f"checkpoint {dec(row[2])}"
+    if table == "writes":
+        return f"write {dec(row[3])}/{row[4]} of checkpoint {dec(row[2])}"
+    return f"channel value {dec(row[2])}@{dec_version(row[3])}"
+
+
+def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
+    """Fill a Snapshot from the rows of the three tables (``rows_of(table)`` yields them)."""
+    snap = Snapshot()
+    nbytes = 0
+    names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
+
+    def name(data: bytes) -> str:
+        text = names.get(data)
+        if text is None:
+            text = names[data] = dec(data)
+        return text
+
+    damaged: list[tuple[str, str]] = []
+    dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
+
+    def bad(row: tuple, width: int) -> bool:
+        stored = row[-1]
+        return stored is not None and stored != row_crc(row[width:-1])
+
+    storage = snap.storage
+    for row in rows_of("checkpoints"):
+        tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
+        if verify and bad(row, 3):
+            damaged.append((name(tid), _describe_row("checkpoints", row)))
+            dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
+            continue
+        nbytes += len(cdata or b"") + len(mdata or b"")
+        storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
+            (ctype, cdata),
+            (mtype, mdata),
+            dec(parent) if parent is not None else None,
+        )
+    writes = snap.writes
+    for row in rows_of("writes"):
+        tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
+        if verify and bad(row, 5):
+            damaged.append((name(tid), _describe_row("writes", row)))
+            dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
+            continue
+        nbytes += len(value or b"")
+        task_s = name(task)
+        writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
+            task_s,
+            name(channel),
+            (vtype, value),
+            name(path),
+        )
+    blobs = snap.blobs
+    for row in rows_of("blobs"):
+        tid, ns, channel, version, vtype, value = row[:6]
+        key = (name(tid), name(ns), name(channel), dec_version(version))
+        if verify and bad(row, 4):
+            damaged.append((key[0], _describe_row("blobs", row)))
+            dropped["blobs"].append(key)
+            continue
+        nbytes += len(value or b"")
+        blobs[key] = (vtype, value)
+    snap.bytes = nbytes
+    snap.damaged = damaged
+    snap.dropped = dropped
+    return snap
+
+
 __all__ = [
+    "CONTENT_LIMIT",
     "DEFAULT_SCHEMA",
     "MIGRATIONS",
+    "TABLES",
     "Changes",
     "Generation",
     "Snapshot",
     "Store",
+    "Written",
     "dec",
     "dec_version",
     "enc",

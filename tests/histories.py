@@ -54,3 +54,19 @@ def thread_state(state: tuple[dict, dict, dict], thread_id: str) -> tuple[dict, 
         {k: v for k, v in writes.items() if k[0] == thread_id},
         {k: v for k, v in blobs.items() if k[0] == thread_id},
     )
+
+
+def served_state(saver: Any, thread_ids: Any = None) -> tuple[dict, dict, dict]:
+    """The state a saver serves, thread by thread (cold threads are loaded), for every thread of
+    the store and of memory (or just ``thread_ids``): what a budget keeps out of memory counts too."""
+    if thread_ids is None:
+        thread_ids = set(saver.store.live_thread_ids()) | set(saver.thread_ids())
+    storage: dict = {}
+    writes: dict = {}
+    blobs: dict = {}
+    for tid in sorted(thread_ids):
+        rows = saver.thread_rows(tid)
+        storage.update(rows.storage)
+        writes.update(rows.writes)
+        blobs.update(rows.blobs)
+    return storage, writes, blobs

@@ -1,0 +1,109 @@
+"""The record of changes not yet in PostgreSQL, and how a cut of it becomes rows.
+
+Every key changed since the last backup is kept with ``(existed, value)``: ``existed`` says "a
+live row may exist in PostgreSQL", ``value`` is the value stored at the last change (None: deleted).
+Keeping the value makes the backup's cut a swap: its rows are built from the swapped-out record
+outside the saver's lock, and they are exactly the state at the moment of the swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from persistence.schema import enc, enc_version
+from persistence.store import Changes
+
+
+@dataclass
+class ChangeLog:
+    """Keys changed since the last backup (see the module docstring). Used under the saver's lock."""
+
+    checkpoints: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    writes: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    blobs: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    deleted_threads: set[str] = field(default_factory=set)
+    #: wall time of the oldest change in the record (None when it is empty)
+    since: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
+
+    def take(self) -> ChangeLog:
+        """Move the keys into a new record and leave this one empty, in O(1): the containers are
+        handed over, not copied. This object stays the one graphs share."""
+        out = ChangeLog(self.checkpoints, self.writes, self.blobs, self.deleted_threads, self.since)
+        self.checkpoints, self.writes, self.blobs, self.deleted_threads = {}, {}, {}, set()
+        self.since = None
+        return out
+
+    def threads(self) -> set[str]:
+        """Every thread with a change in the record."""
+        out = {k[0] for k in self.checkpoints} | {k[0] for k in self.writes} | {k[0] for k in self.blobs}
+        return out | self.deleted_threads
+
+    def forget(self, thread_ids: Iterable[str]) -> None:
+        """Drop every key of ``thread_ids`` (their changes are superseded or refused)."""
+        wanted = set(thread_ids)
+        if not wanted:
+            return
+        for table in (self.checkpoints, self.writes, self.blobs):
+            for key in [k for k in table if k[0] in wanted]:
+                del table[key]
+        self.deleted_threads -= wanted
+
+    def merge_back(self, cut: ChangeLog, refused: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """Put the keys of a failed cut back (a newer change of the same key wins); keys of
+        ``refused`` threads are dropped instead."""
+        for old, new in ((cut.checkpoints, self.checkpoints), (cut.writes, self.writes), (cut.blobs, self.blobs)):
+            for key, (existed, value) in old.items():
+                if key[0] in self.deleted_threads or key[0] in refused:
+                    continue
+                newer = new.get(key)
+                # a newer change keeps its value; a live row may exist if either change says so
+                new[key] = (existed or newer[0], newer[1]) if newer is not None else (existed, value)
+        self.deleted_threads |= cut.deleted_threads - refused
+        if cut.since is not None:
+            self.since = cut.since if self.since is None else min(cut.since, self.since)
+
+    def to_changes(self) -> Changes:
+        """The rows and tombstones of this record (a cut: no lock needed, it is no longer shared)."""
+        changes = Changes(deleted_threads=sorted(self.deleted_threads))
+        rows, tombs = changes.rows, changes.tombstones
+        cp_rows, cp_tombs = rows["checkpoints"], tombs["checkpoints"]
+        for (tid, ns, cid), (existed, entry) in self.checkpoints.items():
+            ekey = (enc(tid), enc(ns), enc(cid))
+            if existed:
+                cp_tombs.append(ekey)
+            if entry is not None:
+                (ctype, cdata), (mtype, mdata), parent = entry
+                cp_rows.append((*ekey, enc(parent) if parent is not None else None, ctype, cdata, mtype, mdata))
+        w_rows, w_tombs = rows["writes"], tombs["writes"]
+        for (tid, ns, cid, task, idx), (existed, value) in self.writes.items():
+            ekey = (enc(tid), enc(ns), enc(cid), enc(task), idx)
+            if existed:
+                w_tombs.append(ekey)
+            if value is not None:
+                _task, channel, (vtype, vdata), path = value
+                w_rows.append((*ekey, enc(channel), vtype, vdata, enc(path)))
+        b_rows, b_tombs = rows["blobs"], tombs["blobs"]
+        for (tid, ns, ch, ver), (existed, value) in self.blobs.items():
+            ekey = (enc(tid), enc(ns), enc(ch), enc_version(ver))
+            if existed:
+                b_tombs.append(ekey)
+            if value is not None:
+                b_rows.append((*ekey, value[0], value[1]))
+        changes.touched = self.threads()
+        return changes
+
+
+def mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:
+    """Record that ``key`` now holds ``value`` (None: deleted)."""
+    if not existed:
+        old = table.get(key)
+        existed = old is not None and old[0]
+    table[key] = (existed, value)
+
+
+__all__ = ["ChangeLog", "mark"]

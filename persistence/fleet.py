@@ -1,0 +1,339 @@
+"""The fleet: every live saver on a store is a member, and each thread is owned by one member at a time.
+
+PostgreSQL is the directory, the lock manager and the storage. A member is an ``instances`` row plus
+a session advisory lock keyed by its id, held on a connection of its own: PostgreSQL drops the lock
+when the process or its connection dies, so liveness needs no clock. A member writes a thread only
+while an ``owners`` row names it with the token it got when it claimed the thread; the backup checks
+both in its own transaction (fencing). A claim takes a free thread, or one owned by a dead member,
+at once; a thread owned by a live member is handed over on request (see ``remote.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from persistence.schema import dec, enc
+
+logger = logging.getLogger(__name__)
+
+#: how long a claim waits while a restore of every thread holds the store (seconds)
+RESTORE_WAIT = 120
+
+
+@dataclass(frozen=True)
+class Member:
+    """A saver on the store, as its row and its lock say (figures as of its last heartbeat)."""
+
+    instance_id: int
+    name: str | None
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime | None
+    stopped_at: datetime | None
+    alive: bool
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resident_threads(self) -> int:
+        return int(self.figures.get("resident_threads") or 0)
+
+    @property
+    def pending(self) -> int:
+        return int(self.figures.get("pending") or 0)
+
+    @property
+    def lag_seconds(self) -> float:
+        return float(self.figures.get("lag_seconds") or 0.0)
+
+    def describe(self) -> str:
+        label = f"member {self.instance_id} ({self.name + ', ' if self.name else ''}host {self.host}, pid {self.pid})"
+        return label
+
+
+class Membership:
+    """This saver's membership of the store: its instance row, its liveness lock, its claims."""
+
+    def __init__(self, pool: ConnectionPool, conninfo: str, schema: str, name: str | None = None) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+        self.schema = schema
+        self.name = name
+        self.instance_id: int | None = None
+        self.key: int | None = None
+        self._s = sql.Identifier(schema)
+        self._lock_conn: psycopg.Connection | None = None
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=self._s, alive=self._alive_sql("o.owner"))
+
+    def _alive_sql(self, column: str = "owner") -> sql.Composable:
+        return sql.SQL(
+            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = {k}::oid AND l.objid = ({c})::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+        ).format(k=sql.Literal(self.key or 0), c=sql.SQL(column))
+
+    # -- joining and leaving --------------------------------------------------------------------
+
+    def join(self) -> int:
+        """Take an id, hold its liveness lock and insert the instance row; return the id."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT hashtext(%s) & 2147483647", (f"hybrid_saver.member:{self.schema}",)).fetchone()
+            self.key = int(row[0]) if row else 0
+            row = conn.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
+            ).fetchone()
+            instance_id = int(row[0]) if row else 0
+        # the lock first: a member found without its lock is taken for dead
+        self._lock(instance_id)
+        with self.pool.connection() as conn:
+            conn.execute(
+                self._q("INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at) VALUES (%s, %s, %s, %s, now())"),
+                (instance_id, socket.gethostname(), os.getpid(), self.name),
+            )
+        self.instance_id = instance_id
+        return instance_id
+
+    def _lock(self, instance_id: int) -> None:
+        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s::int, %s::int)", (self.key, instance_id))
+        except BaseException:
+            conn.close()
+            raise
+        self._lock_conn = conn
+
+    def lock_held(self) -> bool:
+        """Check the liveness lock's connection; when it was lost, take the lock again and return False
+        (others may have taken this member's threads in between: the caller checks what it still owns)."""
+        conn = self._lock_conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                pass
+        self._drop_lock_conn()
+        if self.instance_id is None:
+            return True
+        self._lock(self.instance_id)
+        with self.pool.connection() as conn:
+            conn.execute(self._q("UPDATE {s}.instances SET stopped_at = NULL WHERE id = %s"), (self.instance_id,))
+        logger.warning("member %s lost its liveness lock and took it again", self.instance_id)
+        return False
+
+    def leave(self) -> None:
+        """Give back every thread, mark the row stopped and drop the lock."""
+        if self.instance_id is None:
+            return
+        try:
+            with self.pool.connection() as conn:
+                conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = %s"), (self.instance_id,))
+                conn.execute(self._q("UPDATE {s}.instances SET stopped_at = now() WHERE id = %s"), (self.instance_id,))
+        except psycopg.Error as exc:
+            logger.warning("member %s could not leave cleanly: %s", self.instance_id, type(exc).__name__)
+        self._drop_lock_conn()
+
+    def _drop_lock_conn(self) -> None:
+        if self._lock_conn is not None:
+            try:
+                self._lock_conn.close()
+            except psycopg.Error:
+                pass
+        self._lock_conn = None
+
+    def heartbeat(self, figures: dict[str, Any]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                self._q("UPDATE {s}.instances SET heartbeat_at = now(), figures = %s WHERE id = %s"),
+                (json.dumps(figures, default=str), self.instance_id),
+            )
+
+    def reap(self) -> list[int]:
+        """Mark members without their lock as stopped and free their threads; return their ids."""
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                sql.SQL(
+                    "UPDATE {s}.instances SET stopped_at = now() WHERE stopped_at IS NULL AND NOT {a} RETURNING id"
+                ).format(s=self._s, a=self._alive_sql("id"))
+            ).fetchall()
+            dead = [int(r[0]) for r in rows]
+            if dead:
+                conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = ANY(%s)"), (dead,))
+        if dead:
+            logger.info("members %s are gone; their threads are free", dead)
+        return dead
+
+    # -- ownership ------------------------------------------------------------------------------
+
+    def claim(self, thread_ids: Sequence[str], *, wait_restore: bool = True) -> tuple[dict[str, int], dict[str, int]]:
+        """Claim ``thread_ids``: free ones, this member's own and those of dead members are taken.
+
+        Returns ``(granted, held)``: thread -> new token, and thread -> the live member that holds it.
+        A claim waits while a restore of every thread runs (up to :data:`RESTORE_WAIT` seconds).
+        """
+        keys = [enc(t) for t in thread_ids]
+        with self.pool.connection() as conn, conn.transaction():
+            if wait_restore:
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{RESTORE_WAIT}s")))
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"hybrid_saver.restore:{self.schema}",)
+                )
+                conn.execute("SET LOCAL lock_timeout = 0")
+            rows = conn.execute(
+                self._q(
+                    "INSERT INTO {s}.owners AS o (thread_id, owner, token) "
+                    "SELECT t, %s, nextval(%s::regclass) FROM unnest(%s::bytea[]) AS t ORDER BY t "
+                    "ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, token = excluded.token, since = now() "
+                    "WHERE o.owner = excluded.owner OR NOT {alive} "
+                    "RETURNING thread_id, token"
+                ),
+                (self.instance_id, _qualified(self.schema, "owner_tokens"), keys),
+            ).fetchall()
+            granted = {dec(r[0]): int(r[1]) for r in rows}
+            rest = [k for k, t in zip(keys, thread_ids, strict=True) if t not in granted]
+            held: dict[str, int] = {}
+            if rest:
+                for r in conn.execute(
+                    self._q("SELECT thread_id, owner FROM {s}.owners WHERE thread_id = ANY(%s)"), (rest,)
+                ).fetchall():
+                    held[dec(r[0])] = int(r[1])
+        return granted, held
+
+    def release(self, pairs: Sequence[tuple[str, int]]) -> int:
+        """Give back threads (each with the token it was held with); returns how many rows went."""
+        if not pairs:
+            return 0
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                self._q(
+                    "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
+                    "(SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
+                ),
+                (self.instance_id, [enc(t) for t, _ in pairs], [tok for _, tok in pairs]),
+            )
+            return max(cur.rowcount, 0)
+
+    def release_all(self) -> int:
+        """Give back every thread this member owns."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = %s"), (self.instance_id,))
+            return max(cur.rowcount, 0)
+
+    def release_unheld(self, thread_ids: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Read the tokens of rows this member still has for ``thread_ids`` (the caller then checks
+        under its lock that none of them is resident or loading, and gives back with :meth:`release`)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                self._q("SELECT thread_id, token FROM {s}.owners WHERE owner = %s AND thread_id = ANY(%s)"),
+                (self.instance_id, [enc(t) for t in thread_ids]),
+            ).fetchall()
+        tokens = {dec(r[0]): int(r[1]) for r in rows}
+        return [t for t in thread_ids if t not in tokens], tokens
+
+    def owned(self) -> dict[str, int]:
+        """Every thread this member owns, with its token."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                self._q("SELECT thread_id, token FROM {s}.owners WHERE owner = %s"), (self.instance_id,)
+            ).fetchall()
+        return {dec(r[0]): int(r[1]) for r in rows}
+
+    def warm_candidates(self, limit_bytes: int | None, limit_threads: int = 1_000_000) -> list[str]:
+        """The most recently updated threads that no live member holds, until their stored sizes
+        add up to ``limit_bytes`` (all of them when None)."""
+        out: list[str] = []
+        total = 0
+        with self.pool.connection() as conn, conn.cursor(name="hybrid_saver_warm") as cur:
+            cur.itersize = 2000
+            cur.execute(
+                self._q(
+                    "SELECT s.thread_id, s.bytes FROM {s}.summaries s LEFT JOIN {s}.owners o USING (thread_id) "
+                    "WHERE s.deleted_gen IS NULL AND (o.owner IS NULL OR o.owner = %s OR NOT {alive}) "
+                    "ORDER BY s.updated_at DESC NULLS LAST LIMIT %s"
+                ),
+                (self.instance_id, limit_threads),
+            )
+            for tid, size in cur:
+                if limit_bytes is not None and total + int(size) > limit_bytes:
+                    break
+                total += int(size)
+                out.append(dec(tid))
+        return out
+
+    def save_settings(self, name: str, interval: float | None, paused: bool) -> None:
+        """Keep the operator's backup settings of savers called ``name`` (they outlive restarts)."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.saver_settings (name, backup_interval, paused) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET backup_interval = excluded.backup_interval, "
+                    "paused = excluded.paused, updated_at = now()"
+                ),
+                (name, interval, paused),
+            )
+
+    def load_settings(self, name: str) -> tuple[float | None, bool] | None:
+        """(interval, paused) kept for ``name``, or None."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                self._q("SELECT backup_interval, paused FROM {s}.saver_settings WHERE name = %s"), (name,)
+            ).fetchone()
+        return (row[0], bool(row[1])) if row else None
+
+    def members(self, *, include_stopped: bool = False) -> list[Member]:
+        """Members of the store, oldest first (live ones, and stopped ones when asked)."""
+        where = sql.SQL("true") if include_stopped else sql.SQL("stopped_at IS NULL")
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT id, name, host, pid, started_at, heartbeat_at, stopped_at, figures, {a} "
+                    "FROM {s}.instances WHERE {w} ORDER BY id"
+                ).format(s=self._s, a=self._alive_sql("id"), w=where)
+            ).fetchall()
+        return [
+            Member(
+                instance_id=int(r[0]),
+                name=r[1],
+                host=r[2],
+                pid=int(r[3]),
+                started_at=r[4],
+                heartbeat_at=r[5],
+                stopped_at=r[6],
+                alive=bool(r[8]),
+                figures=dict(r[7] or {}),
+            )
+            for r in rows
+        ]
+
+    def member(self, instance_id: int) -> Member | None:
+        for m in self.members(include_stopped=True):
+            if m.instance_id == instance_id:
+                return m
+        return None
+
+
+def _qualified(schema: str, name: str) -> str:
+    """``"schema".name`` as text, for functions that take a relation name."""
+    return '"' + schema.replace('"', '""') + '".' + name
+
+
+def store_key(conn: psycopg.Connection, schema: str) -> int:
+    """The advisory-lock class of the store's members (as :meth:`Membership.join` computes it)."""
+    row = conn.execute("SELECT hashtext(%s) & 2147483647", (f"hybrid_saver.member:{schema}",)).fetchone()
+    return int(row[0]) if row else 0
+
+
+__all__ = ["RESTORE_WAIT", "Member", "Membership", "store_key"]

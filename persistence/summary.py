@@ -1,0 +1,93 @@
+"""What a thread says, in a few columns: the summary a backup writes for each thread it touches.
+
+The summaries let a dashboard list, sort and search every thread of the store (resident or cold)
+with SQL, and let a start load the most recently updated threads first. The title and the text come
+from LangGraph's usual channels, ``title`` (a str) and ``messages`` (a list of messages); a graph
+without them gets counts and times only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+logger = logging.getLogger(__name__)
+
+#: characters of message text kept per thread for search
+TEXT_LIMIT = 16_000
+_ROLES = {"human": "user", "ai": "assistant"}
+
+
+def newest(namespaces: Mapping[str, Mapping[str, tuple]]) -> tuple[str, str] | None:
+    """(namespace, checkpoint id) of the thread's newest checkpoint, the root namespace first."""
+    root = namespaces.get("")
+    if root:
+        return "", max(root)
+    best: tuple[str, str] | None = None
+    for ns, cps in namespaces.items():
+        if cps:
+            cid = max(cps)
+            if best is None or cid > best[1]:
+                best = (ns, cid)
+    return best
+
+
+def describe(
+    serde: SerializerProtocol,
+    thread_id: str,
+    namespaces: Mapping[str, Mapping[str, tuple]],
+    blobs: Mapping[tuple, tuple[str, bytes]],
+) -> tuple[str | None, str | None]:
+    """(title, text of the messages) of a thread's newest checkpoint; None where it has none."""
+    head = newest(namespaces)
+    if head is None:
+        return None, None
+    ns, cid = head
+    try:
+        checkpoint = serde.loads_typed(namespaces[ns][cid][0])
+        versions = checkpoint.get("channel_versions", {})
+        title = _channel(serde, blobs, (thread_id, ns, "title", versions.get("title")))
+        messages = _channel(serde, blobs, (thread_id, ns, "messages", versions.get("messages")))
+    except Exception:  # noqa: BLE001 - a summary must never fail a backup
+        logger.debug("thread %r: its newest checkpoint cannot be summarised", thread_id)
+        return None, None
+    return (title if isinstance(title, str) else None), _text(messages)
+
+
+def _channel(serde: SerializerProtocol, blobs: Mapping[tuple, tuple[str, bytes]], key: tuple) -> Any:
+    if key[3] is None:
+        return None
+    blob = blobs.get(key)
+    if blob is None or blob[0] == "empty":
+        return None
+    return serde.loads_typed(blob)
+
+
+def _text(messages: Any) -> str | None:
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        return None
+    lines: list[str] = []
+    size = 0
+    for message in messages:
+        if isinstance(message, Mapping):
+            role, content = message.get("role") or message.get("type"), message.get("content")
+        else:
+            role, content = getattr(message, "type", None), getattr(message, "content", None)
+        if isinstance(content, list):
+            content = " ".join(
+                p if isinstance(p, str) else str(p.get("text", "")) for p in content if isinstance(p, (str, Mapping))
+            )
+        if not isinstance(content, str) or not content:
+            continue
+        line = f"{_ROLES.get(str(role), role or 'message')}: {content}"
+        lines.append(line[: TEXT_LIMIT - size])
+        size += len(lines[-1]) + 1
+        if size >= TEXT_LIMIT:
+            break
+    return "\n".join(lines) if lines else None
+
+
+__all__ = ["TEXT_LIMIT", "describe", "newest"]
