@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: run test bench lint format clean browser
+.PHONY: run test bench lint format clean browser postgres15
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,19 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }; }
 
+# Debian's PostgreSQL 15 for the tests that run on every supported version (no cluster is created or started).
+postgres15:
+	@test -x /usr/lib/postgresql/15/bin/postgres || { \
+	  echo "installing Debian's PostgreSQL 15 for the tests on older servers"; \
+	  mkdir -p /etc/postgresql-common && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null) \
+	  || { echo "could not install PostgreSQL 15: run 'apt-get install -y postgresql-15' as root"; exit 1; }; }
+
 run: $(STAMP)
 	$(VENV)/bin/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres15
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

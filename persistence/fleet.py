@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,6 +76,13 @@ class Membership:
         self._s = sql.Identifier(schema)
         self._lock_conn: psycopg.Connection | None = None
 
+    def store_key(self) -> int:
+        """The advisory-lock class of this store's members: a CRC-32 of the schema name, so every
+        process computes the same key without asking the server."""
+        if self.key is None:
+            self.key = zlib.crc32(f"hybrid_saver.member:{self.schema}".encode()) & 0x7FFFFFFF
+        return self.key
+
     def _q(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(s=self._s, alive=self._alive_sql("o.owner"))
 
@@ -83,15 +91,14 @@ class Membership:
             "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
             "AND l.classid = {k}::oid AND l.objid = ({c})::oid "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
-        ).format(k=sql.Literal(self.key or 0), c=sql.SQL(column))
+        ).format(k=sql.Literal(self.store_key()), c=sql.SQL(column))
 
     # -- joining and leaving --------------------------------------------------------------------
 
     def join(self) -> int:
         """Take an id, hold its liveness lock and insert the instance row; return the id."""
+        self.store_key()
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT hashtext(%s) & 2147483647", (f"hybrid_saver.member:{self.schema}",)).fetchone()
-            self.key = int(row[0]) if row else 0
             row = conn.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
             ).fetchone()
@@ -330,10 +337,4 @@ def _qualified(schema: str, name: str) -> str:
     return '"' + schema.replace('"', '""') + '".' + name
 
 
-def store_key(conn: psycopg.Connection, schema: str) -> int:
-    """The advisory-lock class of the store's members (as :meth:`Membership.join` computes it)."""
-    row = conn.execute("SELECT hashtext(%s) & 2147483647", (f"hybrid_saver.member:{schema}",)).fetchone()
-    return int(row[0]) if row else 0
-
-
-__all__ = ["RESTORE_WAIT", "Member", "Membership", "store_key"]
+__all__ = ["RESTORE_WAIT", "Member", "Membership"]

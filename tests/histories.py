@@ -18,15 +18,21 @@ def put_checkpoint(
     parent: str | None = None,
     run_id: str = "run",
     step: int = 0,
+    checkpoint_id: str | None = None,
 ) -> str:
     """Put a checkpoint whose channels hold ``values`` (each with a new version); return its id."""
     checkpoint = empty_checkpoint()
-    checkpoint["id"] = str(uuid6(clock_seq=step))
+    checkpoint["id"] = checkpoint_id or str(uuid6(clock_seq=step))
+    if checkpoint_id is not None:
+        checkpoint["ts"] = "2026-01-01T00:00:00+00:00"  # the same checkpoint, byte for byte, in every saver
     previous = {}
     if parent is not None:
         tup = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}})
         previous = dict(tup.checkpoint["channel_versions"]) if tup else {}
-    versions = {ch: saver.get_next_version(previous.get(ch), None) for ch in values}
+    if checkpoint_id is None:
+        versions = {ch: saver.get_next_version(previous.get(ch), None) for ch in values}
+    else:  # deterministic, so two savers given the same history hold the same bytes
+        versions = {ch: f"{step:032}.0.5" for ch in values}
     checkpoint["channel_versions"] = {**previous, **versions}
     checkpoint["channel_values"] = dict(values)
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}

@@ -30,7 +30,7 @@ from persistence import (
     HybridSaverError,
     InvalidValue,
     SaverClosed,
-    StoreLocked,
+    ThreadBusy,
     ThreadNotFound,
 )
 
@@ -195,10 +195,24 @@ def test_the_permission_advice_works(saved: Saved, secured: PrivateServer) -> No
     saved.assert_intact()
 
 
-def test_second_live_saver_on_the_same_store(saved: Saved) -> None:
-    with pytest.raises(StoreLocked, match=rf"pid {os.getpid()}.*Stop that process first"):
-        saved.open()
-    saved.assert_intact()
+def test_a_thread_held_by_a_member_that_does_not_answer(saved: Saved) -> None:
+    """A second saver on the store joins it; a thread the first one holds and cannot hand over (it
+    does not listen for commands) gets ThreadBusy naming the holder, never a second writer."""
+    second = saved.open(handoff_timeout=0.5)
+    try:
+        assert {m.instance_id for m in second.members()} == {saved.saver.instance_id, second.instance_id}
+        graph = build_graph(second, OfflineResponder())
+        with pytest.raises(
+            ThreadBusy,
+            match=rf"'ana' is held by member {saved.saver.instance_id} \(host .*, pid {os.getpid()}\), which did "
+            r"not hand it over within 0.5 s.*Retry",
+        ) as caught:
+            chat_turn(graph, "ana", "what is my name?")
+        assert caught.value.owner == saved.saver.instance_id and caught.value.thread_id == "ana"
+        assert chat_turn(graph, "new", "my name is Nia") and second.backup().ok
+    finally:
+        second.close()
+    saved.assert_intact({"new": ["my name is Nia"]})
 
 
 # -- generations and threads ------------------------------------------------------------------
@@ -497,7 +511,7 @@ def test_damaged_checkpoint_skipped_on_request(saved: Saved, how: str) -> None:
 
 
 def test_damaged_channel_value(saved: Saved) -> None:
-    generation = saved.saver.backup().generation
+    generation = saved.saver.generations()[0].generation
     blob = next(k for k in saved.saver.blobs if k[0] == "bo" and k[2] == "messages")
     with psycopg.connect(saved.url, autocommit=True) as conn:
         changed = conn.execute(

@@ -1,7 +1,8 @@
 """Crashes and clean stops of a process that chats on a HybridSaver (issue 5: faults).
 
 A child process (``tests/helpers/chat_writer.py``) writes real graph turns with a 0.5 s backup
-interval and logs every turn it completed. It is killed with ``kill -9`` at random moments; after
+interval and logs every turn it completed, with no memory budget and with one that holds a few of
+its threads. It is killed with ``kill -9`` at random moments; after
 each kill a new saver opens the same database and must hold exactly the newest committed generation,
 and every completed turn it lacks must have completed after that generation's cut. The loss window
 of each trial goes to ``tests/artifacts/crash_trials.json``. SIGTERM and SIGINT must lose nothing.
@@ -24,15 +25,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers.state import all_human_texts, describe_difference, memory_state, store_state
+from helpers.state import describe_difference, human_texts, memory_state, store_state
+from histories import served_state
+from psycopg_pool import ConnectionPool
 
-from persistence import HybridSaver, StoreLocked
+from persistence import HybridSaver
+from persistence.fleet import Membership
+from persistence.store import DEFAULT_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = ROOT / "tests" / "helpers" / "chat_writer.py"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 INTERVAL = 0.5
-TRIALS = int(os.environ.get("HS_CRASH_TRIALS", "24"))
+TRIALS = int(os.environ.get("HS_CRASH_TRIALS", "12"))
+#: a budget that holds a few of the writer's threads (each turn adds about 3 kB to a thread)
+BUDGET = 150_000
 #: kill moments, seconds after the child's saver is open (several intervals either side of a run)
 KILL_AFTER = (0.2, 2.2)
 #: a kill may lose the turns of one interval plus a backup run under way; anything near this is a bug
@@ -113,31 +120,39 @@ def spawn(
     return Child(proc, log, prefix)
 
 
-def open_after_crash(url: str, timeout: float = 10.0) -> tuple[HybridSaver, int]:
-    """Open a saver on ``url``; a killed holder's advisory lock can take a moment to go away."""
+def open_after_crash(url: str, timeout: float = 10.0, budget: int | None = None) -> tuple[HybridSaver, int]:
+    """Open a saver on ``url`` once the killed member's liveness lock is gone (PostgreSQL drops it
+    when it sees the connection close, which can take a moment); return it and the polls it took."""
     deadline = time.monotonic() + timeout
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            return HybridSaver.from_url(url, backup_interval=None, listen=False), attempts
-        except StoreLocked:
-            if time.monotonic() > deadline:
-                raise
+    attempts = 1
+    with ConnectionPool(url, min_size=1, max_size=1, open=True) as pool:
+        membership = Membership(pool, url, DEFAULT_SCHEMA)
+        while time.monotonic() < deadline:
+            try:
+                if not any(m.alive for m in membership.members()):
+                    break
+            except psycopg.errors.UndefinedTable:
+                break  # killed before the store existed
+            attempts += 1
             time.sleep(0.05)
+    saver = HybridSaver.from_url(url, backup_interval=None, listen=False, memory_budget=budget)
+    return saver, attempts
 
 
 def _newest_cut(saver: HybridSaver, newest: int | None) -> float:
     """A time no later than the cut of the newest generation: everything completed before it is in it.
 
-    A successful run that returned generation ``newest`` started before its cut, and a run that found
-    nothing to write (it returns the newest generation too) proves nothing was pending when it started.
+    A successful run that wrote generation ``newest`` started before its cut, and a run that found
+    nothing to write after it was committed proves nothing was pending when it started.
     Without such a run, the previous generation's commit time is earlier than the newest one's cut.
     """
     if newest is None:
         return float("-inf")
+    committed = saver.generations()[0].taken_at
     starts = [
-        r["started_at"].timestamp() for r in saver.store.runs(limit=200) if r["generation"] == newest and not r["error"]
+        r["started_at"].timestamp()
+        for r in saver.store.runs(limit=200)
+        if not r["error"] and (r["generation"] == newest or (r["generation"] is None and r["started_at"] >= committed))
     ]
     if starts:
         return max(starts)
@@ -159,14 +174,16 @@ def check_recovery(saver: HybridSaver, child: Child, ledger: Ledger, t_kill: flo
     gens = saver.generations()
     newest = gens[0].generation if gens else None
     assert saver.loaded_generation == newest
-    mem, stored = memory_state(saver), store_state(saver)
-    assert mem == stored, describe_difference(mem, stored)
+    stored = store_state(saver)
+    served = served_state(saver) if saver.memory_budget is not None else memory_state(saver)
+    assert served == stored, describe_difference(served, stored)
     with psycopg.connect(saver.conninfo) as conn:
         live = conn.execute("SELECT count(*) FROM hybrid_saver.checkpoints WHERE deleted_gen IS NULL").fetchone()
-    assert saver.stats().checkpoints == live[0] == (gens[0].checkpoints if gens else 0)
+    served_checkpoints = sum(len(cps) for namespaces in served[0].values() for cps in namespaces.values())
+    assert served_checkpoints == live[0] == (gens[0].checkpoints if gens else 0)
     assert saver.stats().pending == 0
 
-    recovered = all_human_texts(saver)
+    recovered = {tid: human_texts(saver, tid) for tid in served[0]}
     turns = child.turns()
     logged_by_thread: dict[str, list[dict[str, Any]]] = {}
     for turn in turns:
@@ -231,8 +248,9 @@ def children() -> Iterator[list[Child]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("budget", [None, BUDGET], ids=["no-budget", "budget"])
 def test_kill_9_loses_only_turns_after_the_newest_generation(
-    db_url: str, tmp_path: Path, children: list[Child], capsys: pytest.CaptureFixture[str]
+    db_url: str, tmp_path: Path, children: list[Child], capsys: pytest.CaptureFixture[str], budget: int | None
 ) -> None:
     seed = int(os.environ.get("HS_CRASH_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
@@ -240,7 +258,8 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
     started = time.monotonic()
 
     def next_child(k: int) -> Child:
-        child = spawn(db_url, tmp_path / f"trial{k}.jsonl", f"k{k}", wait_go=True, interval=INTERVAL)
+        extra = {"budget": budget} if budget else {}
+        child = spawn(db_url, tmp_path / f"trial{k}.jsonl", f"k{k}", wait_go=True, interval=INTERVAL, **extra)
         children.append(child)
         return child
 
@@ -256,7 +275,7 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
         t_kill = time.time()
         assert child.proc.wait(timeout=10) == -signal.SIGKILL
         t0 = time.monotonic()
-        saver, attempts = open_after_crash(db_url)
+        saver, attempts = open_after_crash(db_url, budget=budget)
         reopen = time.monotonic() - t0
         try:
             trial = check_recovery(saver, child, ledger, t_kill, ready["t"])
@@ -268,6 +287,7 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
     windows = [t["loss_window_s"] for t in ledger.trials]
     report = {
         "seed": seed,
+        "memory_budget": budget,
         "trials": TRIALS,
         "backup_interval_s": INTERVAL,
         "kill_after_ready_s": list(KILL_AFTER),
@@ -281,7 +301,7 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
         "per_trial": ledger.trials,
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "crash_trials.json").write_text(json.dumps(report, indent=2))
+    (ARTIFACTS / f"crash_trials_{'budget' if budget else 'no_budget'}.json").write_text(json.dumps(report, indent=2))
     with capsys.disabled():
         summary = {k: v for k, v in report.items() if k != "per_trial"}
         print(f"\nkill -9 trials: {json.dumps(summary)}")

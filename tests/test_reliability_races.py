@@ -19,7 +19,7 @@ from helpers.state import all_human_texts, describe_difference, human_texts, mem
 
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
-from persistence import BackupRun, HybridSaver, StoreLocked
+from persistence import BackupRun, HybridSaver
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -301,7 +301,7 @@ def test_close_from_several_threads_at_once(open_saver: Callable[..., HybridSave
     assert human_texts(again, "d") == [f"my name is D{i}" for i in range(5)]
 
 
-def test_two_savers_starting_at_the_same_moment(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
+def test_two_savers_starting_at_the_same_moment_both_join(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
     barrier = threading.Barrier(2)
     outcomes: list[object] = []
 
@@ -318,13 +318,18 @@ def test_two_savers_starting_at_the_same_moment(open_saver: Callable[..., Hybrid
     for thread in threads:
         thread.join(timeout=30)
     savers = [o for o in outcomes if isinstance(o, HybridSaver)]
-    refused = [o for o in outcomes if isinstance(o, StoreLocked)]
     try:
-        assert len(savers) == 1 and len(refused) == 1, outcomes
-        assert "Stop that process first" in str(refused[0])
+        assert len(savers) == 2, outcomes  # both join the store's fleet
+        ids = {s.instance_id for s in savers}
+        assert len(ids) == 2 and {m.instance_id for m in savers[0].members() if m.alive} == ids
+        graph = build_graph(savers[0], OfflineResponder())
+        chat_turn(graph, "both", "my name is Bea")
+        assert savers[0].backup().ok
     finally:
         for saver in savers:
             saver.close()
+    again = open_saver()
+    assert human_texts(again, "both") == ["my name is Bea"]
 
 
 def test_concurrent_writers_lose_nothing(open_saver: Callable[..., HybridSaver]) -> None:

@@ -1,4 +1,5 @@
-"""Generated histories: back up, reopen, compare byte for byte; restore every kept generation exactly."""
+"""Generated histories, with and without a memory budget: back up, reopen, compare byte for byte;
+restore every kept generation exactly; a budget never makes the saver serve a stale value."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from histories import put_checkpoint, state_of, thread_state
+from histories import put_checkpoint, served_state, state_of, thread_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from langgraph.checkpoint.base.id import uuid6
 
 from persistence import HybridSaver
 
 _schemas = itertools.count()
+pytestmark = pytest.mark.all_postgres
+#: a budget that holds one or two of the generated threads: nearly every access evicts and reloads
+SMALL_BUDGET = 1_500
 
 thread_ids = st.one_of(
     st.sampled_from(["a", "b", 'it\'s "quoted"', "nul\x00byte", "emoji 🧵", "x" * 10_000, "'; DROP TABLE x; --"]),
@@ -42,12 +47,14 @@ operation = st.one_of(
 )
 
 
-def apply(saver: HybridSaver, op: tuple, heads: dict, step: list[int]) -> None:
+def apply(saver: HybridSaver, op: tuple, heads: dict, step: list[int], checkpoint_id: str | None = None) -> None:
     kind = op[0]
     step[0] += 1
     if kind == "put":
         _, tid, ns, vals = op
-        heads[(tid, ns)] = put_checkpoint(saver, tid, vals, ns=ns, parent=heads.get((tid, ns)), step=step[0])
+        heads[(tid, ns)] = put_checkpoint(
+            saver, tid, vals, ns=ns, parent=heads.get((tid, ns)), step=step[0], checkpoint_id=checkpoint_id
+        )
     elif kind == "write":
         _, tid, channel, value = op
         head = heads.get((tid, ""))
@@ -79,42 +86,99 @@ def roundtrip_db(pg_server: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _threads(ops: list[tuple]) -> set[str]:
+    out: set[str] = set()
+    for op in ops:
+        out.update(x for x in op[1:3] if isinstance(x, str) and op[0] in ("put", "write", "delete", "copy", "prune"))
+    return out
+
+
+@pytest.mark.parametrize("budget", [None, SMALL_BUDGET], ids=["no-budget", "small-budget"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(operation, min_size=1, max_size=25))
-def test_backup_reopen_and_restore_every_generation(roundtrip_db: str, ops: list[tuple]) -> None:
+def test_backup_reopen_and_restore_every_generation(roundtrip_db: str, budget: int | None, ops: list[tuple]) -> None:
     schema = f"rt{next(_schemas)}"
-    saver = HybridSaver.from_url(roundtrip_db, schema=schema, backup_interval=None, retention=1000, listen=False)
+    open_kw = {"schema": schema, "backup_interval": None, "retention": 1000, "listen": False, "memory_budget": budget}
+    saver = HybridSaver.from_url(roundtrip_db, **open_kw)
     heads: dict = {}
     step = [0]
     at_generation: dict[int, tuple] = {}
+    names = _threads(ops)
     try:
         for op in ops:
             apply(saver, op, heads, step)
-            if op[0] == "backup":
-                at_generation[saver.last_run.generation] = state_of(saver)
+            if op[0] == "backup" and saver.last_run.generation is not None:
+                at_generation[saver.last_run.generation] = served_state(saver, names)
         final = saver.backup()
-        at_generation[final.generation] = state_of(saver)
-        expected = state_of(saver)
+        expected = served_state(saver, names)
+        newest = saver.store.latest_generation()
+        if newest is not None:
+            at_generation[newest] = expected
+        assert final.ok
     finally:
         saver.close()
 
-    again = HybridSaver.from_url(roundtrip_db, schema=schema, backup_interval=None, retention=1000, listen=False)
+    again = HybridSaver.from_url(roundtrip_db, **open_kw)
     try:
-        assert state_of(again) == expected
+        assert served_state(again, names) == expected
+        if budget is None:
+            assert state_of(again) == expected  # everything came back into memory
         for generation, state in sorted(at_generation.items()):
             again.restore(generation)
-            assert state_of(again) == state, f"restore of generation {generation}"
+            assert served_state(again, names) == state, f"restore of generation {generation}"
+        if not at_generation:
+            return
         # one thread from the oldest generation, the rest from the newest
         oldest, newest = min(at_generation), max(at_generation)
         again.restore(newest)
         for tid in list(at_generation[oldest][0])[:2]:
             again.restore(oldest, tid)
-            assert thread_state(state_of(again), tid) == thread_state(at_generation[oldest], tid)
+            assert thread_state(served_state(again, names), tid) == thread_state(at_generation[oldest], tid)
             for other in at_generation[newest][0]:
                 if other != tid and other not in at_generation[oldest][0]:
-                    assert thread_state(state_of(again), other) == thread_state(at_generation[newest], other)
+                    assert thread_state(served_state(again, names), other) == thread_state(at_generation[newest], other)
     finally:
         again.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(operation, min_size=1, max_size=25))
+def test_a_small_budget_never_serves_a_stale_value(roundtrip_db: str, ops: list[tuple]) -> None:
+    """The same history on a saver with no budget (everything in memory: the model) and on one with a
+    budget of about one thread: after every operation both serve exactly the same state."""
+    n = next(_schemas)
+    model = HybridSaver.from_url(roundtrip_db, schema=f"model{n}", backup_interval=None, listen=False)
+    small = HybridSaver.from_url(
+        roundtrip_db, schema=f"small{n}", backup_interval=None, listen=False, memory_budget=SMALL_BUDGET
+    )
+    names = _threads(ops)
+    heads_model: dict = {}
+    heads_small: dict = {}
+    step_model, step_small = [0], [0]
+    try:
+        for op in ops:
+            checkpoint_id = str(uuid6(clock_seq=step_model[0] + 1))
+            apply(model, op, heads_model, step_model, checkpoint_id)
+            apply(small, op, heads_small, step_small, checkpoint_id)
+            assert served_state(small, names) == served_state(model, names), f"after {op[0]}"
+            largest = max((e.bytes for e in list(small._res.entries.values())), default=0)
+            assert small.stats().resident_bytes <= SMALL_BUDGET + largest, "over the budget by more than a thread"
+        assert small.backup().ok and model.backup().ok
+        assert served_state(small, names) == served_state(model, names)
+    finally:
+        model.close()
+        small.close()
+    reopened = HybridSaver.from_url(
+        roundtrip_db, schema=f"small{n}", backup_interval=None, listen=False, memory_budget=SMALL_BUDGET
+    )
+    try:
+        model_again = HybridSaver.from_url(roundtrip_db, schema=f"model{n}", backup_interval=None, listen=False)
+        try:
+            assert served_state(reopened, names) == served_state(model_again, names)
+        finally:
+            model_again.close()
+    finally:
+        reopened.close()
 
 
 def test_reopen_after_restore_comes_back_restored(open_saver: Callable[..., HybridSaver], db_url: str) -> None:

@@ -1,4 +1,4 @@
-"""HybridSaver against a real PostgreSQL: concurrency, scheduling, ownership, offline start, CLI."""
+"""HybridSaver against a real PostgreSQL (15 and 18): concurrency, scheduling, membership, offline start, CLI."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from histories import put_checkpoint, state_of
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import build_graph, chat_turn
-from persistence import DatabaseUnavailable, HybridSaver, StoreLocked
+from persistence import DatabaseUnavailable, HybridSaver
 from persistence.scheduler import check_interval
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.all_postgres
 
 
 def test_eight_threads_of_real_graphs_while_backups_run_every_50ms(
@@ -43,7 +44,7 @@ def test_eight_threads_of_real_graphs_while_backups_run_every_50ms(
     for w in workers:
         w.join()
     assert not errors, errors
-    runs = list(saver.scheduler.history)
+    runs = [r for r in saver.history if r.trigger == "scheduled"]
     assert len(runs) >= 3 and all(r.ok for r in runs), runs
     expected = state_of(saver)
     saver.close()
@@ -82,19 +83,19 @@ def test_interval_change_pause_and_resume(open_saver: Callable[..., HybridSaver]
     saver = open_saver(backup_interval=3600)
     sched = saver.scheduler
     before = sched.next_run_time
-    sched.set_interval(0.05)
+    saver.set_interval(0.05)
     assert sched.next_run_time < before
     put_checkpoint(saver, "t", {"m": 1})
     deadline = time.time() + 5
     while saver.stats().pending and time.time() < deadline:
         time.sleep(0.02)
     assert saver.stats().pending == 0
-    sched.pause()
+    saver.pause()
     assert sched.paused and sched.next_run_time is None
     put_checkpoint(saver, "t", {"m": 2}, step=1)
     time.sleep(0.3)
     assert saver.stats().pending > 0 and saver.stats().lag_seconds > 0.2
-    sched.resume()
+    saver.resume()
     deadline = time.time() + 5
     while saver.stats().pending and time.time() < deadline:
         time.sleep(0.02)
@@ -104,15 +105,32 @@ def test_interval_change_pause_and_resume(open_saver: Callable[..., HybridSaver]
             check_interval(bad)
 
 
-def test_one_live_saver_per_store(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
+def test_interval_and_pause_of_a_named_saver_survive_a_restart(open_saver: Callable[..., HybridSaver]) -> None:
+    saver = open_saver(backup_interval=30, name="app")
+    saver.set_interval(10)
+    saver.pause()
+    saver.close()
+    again = open_saver(backup_interval=30, name="app")
+    assert again.scheduler.interval == 10 and again.scheduler.paused
+    again.resume()
+    again.close()
+    third = open_saver(backup_interval=30, name="app")
+    assert third.scheduler.interval == 10 and not third.scheduler.paused
+    # settings are kept per name: a saver without one keeps what its code says
+    assert open_saver(backup_interval=30).scheduler.interval == 30
+
+
+def test_a_second_saver_joins_the_store_as_a_member(open_saver: Callable[..., HybridSaver]) -> None:
     first = open_saver()
-    with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
-        HybridSaver.from_url(db_url, backup_interval=None)
+    second = open_saver()
+    assert first.instance_id != second.instance_id
+    live = {m.instance_id: m for m in first.members()}
+    assert set(live) == {first.instance_id, second.instance_id}
+    assert all(m.alive and m.pid == os.getpid() for m in live.values())
     other_schema = open_saver(schema="second_store")
-    assert other_schema.store.schema == "second_store"
-    first.close()
-    again = open_saver()  # the lock is free once the first one closed
-    assert again.attached
+    assert other_schema.store.schema == "second_store" and len(other_schema.members()) == 1
+    second.close()
+    assert [m.instance_id for m in first.members()] == [first.instance_id]
 
 
 def test_runs_are_logged_with_counts_and_stats(open_saver: Callable[..., HybridSaver]) -> None:
@@ -133,7 +151,8 @@ def test_runs_are_logged_with_counts_and_stats(open_saver: Callable[..., HybridS
     gens = saver.generations()
     assert gens[0].generation == run.generation and gens[0].checkpoints == 3 and gens[0].taken_at
     clean = saver.backup()
-    assert clean.ok and clean.rows == 0 and clean.generation == run.generation
+    assert clean.ok and clean.empty and clean.rows == 0 and clean.generation is None
+    assert saver.generations()[0].generation == run.generation  # nothing to back up: no empty generation
 
 
 def test_offline_start_serves_from_memory_and_attaches_later(
@@ -252,7 +271,9 @@ def test_cli_against_a_live_saver(open_saver: Callable[..., HybridSaver], db_url
         )
 
     status = cli("status")
-    assert status.returncode == 0 and f"pid {os.getpid()}" in status.stdout
+    assert status.returncode == 0 and f":{os.getpid()}" in status.stdout and "1 live" in status.stdout, status.stdout
+    members = cli("members")
+    assert members.returncode == 0 and f"{saver.instance_id}  alive" in members.stdout, members.stdout
     backup = cli("backup")
     assert backup.returncode == 0 and "live saver wrote generation" in backup.stdout, backup.stderr
     assert saver.stats().pending == 0
@@ -266,6 +287,10 @@ def test_cli_against_a_live_saver(open_saver: Callable[..., HybridSaver], db_url
     unknown = cli("restore", "999")
     assert unknown.returncode == 1 and "Generation 999 does not exist" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+    nobody = cli("backup", "--member", "424242")
+    assert nobody.returncode == 1 and "Member 424242 is not a live member" in nobody.stderr
+    verify = cli("verify", str(gen))
+    assert verify.returncode == 0 and "all intact" in verify.stdout, verify.stdout
 
 
 def test_a_shallow_copy_shares_pending_changes_and_close(open_saver: Callable[..., HybridSaver]) -> None:

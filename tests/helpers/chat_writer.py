@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=0, help="stop (and close) after this many turns; 0: never")
     parser.add_argument("--backup-each-turn", action="store_true")
     parser.add_argument("--wait-go", action="store_true")
+    parser.add_argument("--budget", type=int, default=None, help="memory budget in bytes")
     args = parser.parse_args()
 
     from agent import build_graph, chat_turn
@@ -58,7 +59,7 @@ def main() -> int:
         os.fsync(fd)
 
     interval = None if args.interval == "none" else float(args.interval)
-    saver = HybridSaver.from_url(args.url, backup_interval=interval)
+    saver = HybridSaver.from_url(args.url, backup_interval=interval, memory_budget=args.budget)
     saver.add_listener(lambda run: log("backup", generation=run.generation, rows=run.rows, error=run.error))
     graph = build_graph(saver, OfflineResponder())
     log("ready", pid=os.getpid(), loaded=saver.loaded_generation)
