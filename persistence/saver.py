@@ -371,6 +371,9 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
                 if pinned:
                     self._res.unpin(entry)
             if not entry.evicted:
+                if self._res.over_budget():
+                    with self.lock:
+                        self._res.trim()
                 return result
 
     def _write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], Any]) -> Any:
@@ -400,7 +403,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
         if pressed and self.attached and not self._db_failed and res.stats().dirty_bytes > (res.budget or 0) // 2:
             self.backup(trigger="pressure")
             with self.lock:
-                res.trim(exclude=thread_ids)
+                res.trim()  # the threads just written go too if they alone are over the budget
 
     def _touch(self, entry: Resident) -> None:
         """``entry``'s thread has a change for the next backup. Under the lock."""
