@@ -118,7 +118,12 @@ class BackupMixin:
                 self._res.commit(epoch)
                 if written.refused:
                     refused = tuple(written.refused)
-                    self._drop_lost(refused, "its backup was refused")
+                    lost = {t: 0 for t in refused}
+                    for table in (cut.checkpoints, cut.writes, cut.blobs):
+                        for key in table:
+                            if key[0] in lost:
+                                lost[key[0]] += 1
+                    self._drop_lost(refused, "its backup was refused", lost)
             self._give_back()
         run = BackupRun(
             trigger=trigger,

@@ -187,18 +187,21 @@ class FleetMixin:
             with self.lock:
                 self._res.released.extend(pairs)
 
-    def _drop_lost(self: HybridSaver, threads: Sequence[str], why: str) -> None:
-        """Forget threads this member no longer owns, with their stale changes. Under the lock."""
+    def _drop_lost(self: HybridSaver, threads: Sequence[str], why: str, lost: dict[str, int] | None = None) -> None:
+        """Forget threads this member no longer owns, with their stale changes. Under the lock.
+
+        ``lost`` counts the changes of each thread that never reached PostgreSQL (default: those in
+        the change log)."""
         for tid in threads:
-            lost = [k for k in self._changes.checkpoints if k[0] == tid]
+            count = lost.get(tid, 0) if lost is not None else sum(1 for k in self._changes.checkpoints if k[0] == tid)
             self._res.evict(tid, give_back=False)
             self._changes.forget([tid])
             logger.error(
                 "thread %r: %s; another member took it over, so this member dropped it from memory "
-                "with %s pending checkpoint(s) that never reached PostgreSQL",
+                "with %s pending change(s) that never reached PostgreSQL",
                 tid,
                 why,
-                len(lost),
+                count,
             )
 
     # -- offline threads ---------------------------------------------------------------------

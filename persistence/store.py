@@ -542,9 +542,7 @@ class Store:
         text = query.strip()
         if text:
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append(
-                sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)")
-            )
+            where.append(sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)"))
             params += [pattern, pattern, enc(text)]
         if thread_ids is not None:
             where.append(sql.SQL("t.thread_id = ANY(%s)"))

@@ -1,0 +1,268 @@
+"""The fleet: several processes serve one store, each thread owned by one of them at a time.
+
+Real member processes (``tests/helpers/member.py``) serve chat turns over HTTP; a driver sends
+numbered turns for many threads to random members, never two turns of one thread at once. Handoffs,
+crashes, a frozen member, fencing and restores under traffic are checked against what PostgreSQL
+holds at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers.fleet import Driver, MemberProc, start_members, stop_all
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg_pool import ConnectionPool
+
+from agent import build_graph, thread_config
+from agent.responder import OfflineResponder
+from persistence import HybridSaver
+from persistence.store import Snapshot, Store
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+INTERVAL = 0.5
+HANDOFF = 3.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fleet(db_url: str, tmp_path: Path) -> Iterator[Callable[..., list[MemberProc]]]:
+    started: list[MemberProc] = []
+
+    def start(n: int, **options: object) -> list[MemberProc]:
+        options.setdefault("interval", INTERVAL)
+        options.setdefault("handoff", HANDOFF)
+        members = start_members(db_url, n, tmp_path, **options)
+        started.extend(members)
+        return members
+
+    yield start
+    stop_all(started)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    with ConnectionPool(db_url, min_size=1, max_size=2) as pool:
+        yield Store(pool)
+
+
+def texts_of(snap: Snapshot, thread: str) -> list[str]:
+    """The user messages of ``thread`` in a stored snapshot, read through the demo graph."""
+    mem = InMemorySaver(serde=JsonPlusSerializer())
+    for tid, namespaces in snap.storage.items():
+        mem.storage[tid].update(namespaces)
+    mem.writes.update(snap.writes)
+    mem.blobs.update(snap.blobs)
+    values = build_graph(mem, OfflineResponder()).get_state(thread_config(thread)).values
+    return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
+
+
+def _rows(snap: Snapshot) -> tuple:
+    return (
+        {t: {ns: dict(c) for ns, c in n.items()} for t, n in snap.storage.items()},
+        {k: dict(v) for k, v in snap.writes.items()},
+        dict(snap.blobs),
+    )
+
+
+def _report(name: str, figures: dict) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"fleet_{name}.json").write_text(json.dumps(figures, indent=2, default=str))
+
+
+def test_three_members_random_routing_every_turn_once_in_order(fleet, store: Store) -> None:
+    members = fleet(3)
+    threads = [f"t{i}" for i in range(30)]
+    driver = Driver(members, threads, seed=11, workers=4)
+    t0 = time.monotonic()
+    driver.run(turns_per_thread=4)
+    elapsed = time.monotonic() - t0
+    stop_all(members)
+    snap = store.load()
+    for thread in threads:
+        assert texts_of(snap, thread) == [t.text for t in driver.sent(thread)], thread
+    moves = sum(
+        1
+        for thread in threads
+        for a, b in zip(driver.sent(thread), driver.sent(thread)[1:], strict=False)
+        if a.member != b.member
+    )
+    assert moves >= 40, "random routing should move most threads between members"
+    _report("random_routing", {"turns": 120, "handoffs": moves, "busy_retries": driver.retries, "seconds": elapsed})
+
+
+def test_a_member_killed_midway_loses_at_most_one_interval(fleet, store: Store) -> None:
+    members = fleet(3)
+    victim = members[0]
+    threads = [f"k{i}" for i in range(30)]
+    driver = Driver(members, threads, seed=7, workers=4)
+    killed: dict[str, float] = {}
+
+    def on_progress(done: int) -> None:
+        if done >= 60 and not killed:
+            killed["t"] = time.time()
+            victim.kill()
+
+    driver.run(turns_per_thread=4, on_progress=on_progress)
+    stop_all(members)
+    t_kill = killed["t"]
+    snap = store.load()
+    lost = []
+    for thread in threads:
+        sent = driver.sent(thread)
+        stored = texts_of(snap, thread)
+        # in order, no duplicate, nothing that was not sent
+        assert stored == [t.text for t in sent if t.text in stored], (thread, stored)
+        assert len(stored) == len(set(stored))
+        for turn in sent:
+            if turn.text in stored or turn.outcome == "uncertain":
+                continue
+            lost.append(turn)
+            assert turn.member == victim.instance_id, f"a turn served by a live member was lost: {turn}"
+            assert turn.finished is not None and turn.finished > t_kill - INTERVAL - 1.0, (
+                f"a turn finished {t_kill - turn.finished:.2f} s before the kill was lost (interval {INTERVAL} s)"
+            )
+    # the victim's threads moved at once: the first turn on each after the kill did not wait for a handoff
+    firsts = {}
+    for turn in sorted(driver.log, key=lambda t: t.started):
+        if turn.started > t_kill and turn.outcome == "ok" and turn.thread not in firsts:
+            firsts[turn.thread] = turn.finished - turn.started
+    assert firsts and max(firsts.values()) < HANDOFF, firsts
+    _report(
+        "kill_9",
+        {
+            "lost_turns": len(lost),
+            "uncertain_turns": sum(1 for t in driver.log if t.outcome == "uncertain"),
+            "slowest_first_turn_after_kill_s": round(max(firsts.values()), 3),
+        },
+    )
+
+
+def test_a_frozen_member_keeps_its_thread_until_it_thaws(fleet, store: Store) -> None:
+    a, b = fleet(2, handoff=1.0)
+    assert a.post("/turn", {"thread": "cold", "text": "note cold 0"}).status_code == 200
+    a.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        busy = b.post("/turn", {"thread": "cold", "text": "note cold 1"})
+        waited = time.monotonic() - t0
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["owner"] == a.instance_id and f"member {a.instance_id}" in busy.json()["error"]
+        assert 0.9 <= waited < 10
+        # the other threads are served meanwhile
+        assert b.post("/turn", {"thread": "other", "text": "note other 0"}).status_code == 200
+    finally:
+        a.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while True:
+        reply = b.post("/turn", {"thread": "cold", "text": "note cold 1"})
+        if reply.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert reply.status_code == 200, reply.text
+    stop_all([a, b])
+    assert texts_of(store.load(), "cold") == ["note cold 0", "note cold 1"]
+
+
+def test_fencing_a_member_that_lost_its_thread_cannot_overwrite_the_new_owner(fleet, store: Store, db_url: str) -> None:
+    a = fleet(1, interval="none")[0]
+    b = fleet(1, interval=0.2)[0]
+    assert a.post("/turn", {"thread": "fenced", "text": "note fenced 0"}).status_code == 200
+    assert a.post("/backup").json()["generation"] is not None
+    assert a.post("/turn", {"thread": "fenced", "text": "note fenced 1"}).status_code == 200  # pending
+    a.signal(signal.SIGSTOP)
+    try:
+        # cut the frozen member off: PostgreSQL drops its liveness lock, so it counts as dead
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            pids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s::oid",
+                    (a.instance_id,),
+                ).fetchall()
+            ]
+            assert pids, "the member's liveness lock was not found"
+            for pid in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert b.post("/turn", {"thread": "fenced", "text": "note fenced 2"}).status_code == 200
+        assert b.post("/backup").status_code == 200
+    finally:
+        a.signal(signal.SIGCONT)
+    refused = a.post("/backup").json()  # the stale change of the frozen member
+    assert refused["error"] is None
+    assert texts_of(store.load(), "fenced") == ["note fenced 0", "note fenced 2"]
+    deadline = time.monotonic() + 10
+    while "fenced" not in a.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = a.log_text()
+    assert "ERROR" in log and "'fenced'" in log and "dropped it from memory" in log, log[-2000:]
+    # the thread is whole wherever it is asked for next, and the old owner takes it over cleanly
+    assert a.texts("fenced") == ["note fenced 0", "note fenced 2"]
+    stop_all([a, b])
+    assert texts_of(store.load(), "fenced") == ["note fenced 0", "note fenced 2"]
+
+
+def test_restores_while_members_serve_traffic(fleet, store: Store, db_url: str) -> None:
+    members = fleet(3)
+    threads = [f"r{i}" for i in range(12)]
+    driver = Driver(members, threads, seed=5, workers=3)
+    stop = threading.Event()
+    count = {"n": 0}
+
+    def progress(done: int) -> None:
+        count["n"] = done
+
+    runner = threading.Thread(target=driver.run, args=(10_000,), kwargs={"stop": stop, "on_progress": progress})
+    runner.start()
+
+    def wait_turns(n: int) -> None:
+        deadline = time.monotonic() + 60
+        target = count["n"] + n
+        while count["n"] < target and time.monotonic() < deadline and runner.is_alive():
+            time.sleep(0.05)
+
+    try:
+        wait_turns(30)
+        for m in members:
+            assert m.post("/backup").status_code == 200
+        g = store.latest_generation()
+        at_g = store.load(g)
+        wait_turns(20)
+        # one thread, through one member, while the others keep serving
+        one = members[1].post("/restore", {"generation": g, "thread": "r0"}).json()
+        assert _rows(store.load(one["generation"], "r0")) == _rows(store.load(g, "r0"))
+        wait_turns(15)
+        # every thread, through another member
+        result = members[2].post("/restore", {"generation": g}).json()
+        assert result["restored_from"] == g and result["undo_generation"] is not None
+        assert _rows(store.load(result["generation"])) == _rows(at_g)
+        undone_state = store.load(result["undo_generation"])
+        wait_turns(15)
+    finally:
+        stop.set()
+        runner.join(timeout=120)
+    stop_all(members)
+    final = store.load()
+    for thread in threads:
+        then = texts_of(at_g, thread)
+        now = texts_of(final, thread)
+        assert now[: len(then)] == then, (thread, then, now)
+        rolled_back = set(texts_of(undone_state, thread)) - set(then)
+        assert not rolled_back & set(now), f"{thread}: a member served its cache from before the restore"
+    # undo works: the state before the restore comes back exactly
+    saver = HybridSaver.from_url(db_url, backup_interval=None, listen=False)
+    try:
+        undo = saver.restore(result["undo_generation"])
+        assert _rows(store.load(undo.generation)) == _rows(undone_state)
+    finally:
+        saver.close()
