@@ -10,6 +10,7 @@ once at WARNING) with ``error`` set, and its changes stay pending for the next r
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
 #: runs kept in memory for views while the database cannot be read
 HISTORY = 1000
+#: seconds between two checks of a database that failed, outside backups
+HEAL_EVERY = 1.0
 
 
 class BackupMixin:
@@ -46,6 +49,8 @@ class BackupMixin:
         self._listeners: list[Callable[[BackupRun], None]] = []
         self._unlogged: list[dict[str, Any]] = []
         self._fold_row: int | None = None
+        self._last_heal = 0.0
+        self._heal_lock = threading.Lock()
 
     def backup(self: HybridSaver, trigger: str = "manual", request_id: str | None = None) -> BackupRun:
         """Write what changed since the last backup as a new generation.
@@ -149,7 +154,9 @@ class BackupMixin:
             return None
         try:
             if self._db_failed:
-                self._heal_pool()
+                with self._heal_lock:
+                    if self._db_failed:
+                        self._heal_pool()
             if not self.attached:
                 self._attach()
         except (*DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
@@ -158,6 +165,22 @@ class BackupMixin:
                 self.attach_error = error
             return error
         return None
+
+    def _reachable(self: HybridSaver) -> bool:
+        """False while PostgreSQL is known to be down; after an error, check again at most once a second."""
+        if not self._db_failed:
+            return True
+        now = time.monotonic()
+        if now - self._last_heal < HEAL_EVERY:
+            return False
+        self._last_heal = now
+        try:
+            with self._heal_lock:
+                if self._db_failed:
+                    self._heal_pool()
+        except (*DB_ERRORS, psycopg.Error, HybridSaverError):
+            return False
+        return True
 
     def _heal_pool(self: HybridSaver) -> None:
         """After a database error: check the server directly, and give an owned pool a fresh start.

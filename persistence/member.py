@@ -80,7 +80,7 @@ class FleetMixin:
         member knows it holds every thread of the store (no budget, no other member, all loaded);
         otherwise the access raises ``DatabaseUnavailable``.
         """
-        if self.attached and not self._db_failed:
+        if self.attached and self._reachable():
             try:
                 tokens = self._claim(thread_ids, wait=True)
                 return self.store.load_threads(list(tokens)), dict(tokens)

@@ -32,6 +32,16 @@ LOW_WATER = 0.9
 Loader = Callable[[Sequence[str]], tuple[Snapshot, dict[str, int | None]]]
 
 
+def snapshot_size(snap: Snapshot, thread_id: str) -> int:
+    """Bytes ``thread_id`` of ``snap`` takes once resident (as :meth:`Residency.install` counts them)."""
+    size = ENTRY_OVERHEAD
+    for cps in snap.storage.get(thread_id, {}).values():
+        size += sum(map(checkpoint_size, cps.values()))
+    size += sum(sum(map(write_size, inner.values())) for outer, inner in snap.writes.items() if outer[0] == thread_id)
+    size += sum(blob_size(v) for k, v in snap.blobs.items() if k[0] == thread_id)
+    return size
+
+
 def checkpoint_size(entry: tuple) -> int:
     (_ct, cdata), (_mt, mdata), _parent = entry
     return len(cdata) + len(mdata) + ENTRY_OVERHEAD
@@ -96,6 +106,7 @@ class Residency:
         lock: threading.RLock,
         budget: int | None,
         loader: Loader,
+        relieve: Callable[[], None] | None = None,
     ) -> None:
         self.storage = storage
         self.writes = writes
@@ -103,9 +114,13 @@ class Residency:
         self.lock = lock
         self.budget = budget
         self.loader = loader
+        #: called (outside the lock) when evicting clean threads cannot bring memory under the budget
+        self.relieve = relieve
         self.entries: dict[str, Resident] = {}
         self.loading: dict[str, _Load] = {}
         self.resident_bytes = 0
+        #: bytes of resident threads with changes not yet in PostgreSQL (they cannot be evicted)
+        self.dirty_bytes = 0
         self.epoch = 1
         self.committed = 0
         #: bumped by a restore or a release of everything: loads read before it are thrown away
@@ -172,6 +187,7 @@ class Residency:
                 load.error = exc
                 load.done.set()
                 raise
+            self._make_room(snapshot_size(snap, thread_id))
             installed: Resident | None = None
             with self.lock:
                 self.loading.pop(thread_id, None)
@@ -235,8 +251,8 @@ class Residency:
                 self.blobs[key] = value
                 entry.blob_keys.add(key)
                 size += blob_size(value)
-        entry.bytes = size
-        self.resident_bytes += size
+        entry.bytes = size + ENTRY_OVERHEAD
+        self.resident_bytes += entry.bytes
         self.entries[thread_id] = entry
         return entry
 
@@ -245,9 +261,13 @@ class Residency:
     def grow(self, entry: Resident, delta: int) -> None:
         entry.bytes += delta
         self.resident_bytes += delta
+        if entry.changed > self.committed:
+            self.dirty_bytes += delta
 
     def changed(self, entry: Resident) -> None:
         """``entry`` has a change that the next backup writes."""
+        if entry.changed <= self.committed:
+            self.dirty_bytes += entry.bytes
         entry.changed = self.epoch
         entry.changed_at = time.time()
 
@@ -263,17 +283,17 @@ class Residency:
     def commit(self, epoch: int) -> None:
         """The backup of cut ``epoch`` is in PostgreSQL: everything changed up to it is clean."""
         self.committed = max(self.committed, epoch)
+        self.dirty_bytes = sum(e.bytes for e in self.entries.values() if e.changed > self.committed)
 
     def dirty_threads(self) -> list[str]:
         return [t for t, e in self.entries.items() if e.changed > self.committed]
 
     def stats(self) -> ResidencyStats:
         with self.lock:
-            dirty = sum(e.bytes for e in self.entries.values() if e.changed > self.committed)
             return ResidencyStats(
                 resident_threads=len(self.entries),
                 resident_bytes=self.resident_bytes,
-                dirty_bytes=dirty,
+                dirty_bytes=self.dirty_bytes,
                 memory_budget=self.budget,
                 hits=self.hits,
                 loads=self.loads,
@@ -282,16 +302,33 @@ class Residency:
 
     # -- eviction (under the lock) -------------------------------------------------------------
 
+    def _make_room(self, size: int) -> None:
+        """Before a load: evict until ``size`` more bytes fit; when only threads that cannot be
+        evicted are left, let ``relieve`` back them up first (the loader waits for it)."""
+        if self.budget is None:
+            return
+        for attempt in range(2):
+            with self.lock:
+                if self.resident_bytes + size > self.budget:
+                    self.trim(target=self.budget - size)
+                if self.resident_bytes + size <= self.budget or attempt or self.relieve is None:
+                    return
+            self.relieve()
+
     def over_budget(self) -> bool:
         return self.budget is not None and self.resident_bytes > self.budget
 
-    def trim(self, exclude: Sequence[str] = ()) -> int:
+    def trim(self, exclude: Sequence[str] = (), target: float | None = None) -> int:
         """Evict clean, unpinned threads, least recently used first, until the resident bytes are
-        back under the budget (down to :data:`LOW_WATER` of it). Returns how many went."""
-        if not self.over_budget():
+        back under the budget (down to :data:`LOW_WATER` of it, or to ``target``). Returns how many went."""
+        if self.budget is None:
             return 0
-        assert self.budget is not None
-        target = self.budget * LOW_WATER
+        if target is None:
+            if not self.over_budget():
+                return 0
+            target = self.budget * LOW_WATER
+        elif self.resident_bytes <= target:
+            return 0
         committed = self.committed
         candidates = sorted(
             (e.used, tid)
@@ -318,6 +355,8 @@ class Residency:
         for key in entry.blob_keys:
             self.blobs.pop(key, None)
         self.resident_bytes -= entry.bytes
+        if entry.changed > self.committed:
+            self.dirty_bytes -= entry.bytes
         self.evictions += 1
         if give_back and entry.token is not None:
             self.released.append((thread_id, entry.token))

@@ -122,7 +122,9 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
         self.lock = threading.RLock()
         self._backup_lock = threading.Lock()
         self._changes = ChangeLog()
-        self._res = Residency(self.storage, self.writes, self.blobs, self.lock, memory_budget, self._load_threads)
+        self._res = Residency(
+            self.storage, self.writes, self.blobs, self.lock, memory_budget, self._load_threads, self._relieve
+        )
         self.membership = Membership(pool, self.conninfo, schema, name)
         self._owns_pool = False
         # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
@@ -143,6 +145,8 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
         self._complete = True
         self._beats = 0
         self._warming: threading.Thread | None = None
+        #: an early backup was asked of the scheduler (memory pressure)
+        self._early = False
         if start:
             self._start(backup_interval, handle_signals)
 
@@ -274,7 +278,8 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
     def _scheduled_backup(self) -> BackupRun | None:
         if self.closed:
             return None
-        return self.backup(trigger="scheduled")
+        early, self._early = self._early, False
+        return self.backup(trigger="pressure" if early else "scheduled")
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Wait for the warm start running in the background (with a budget); True when it is done."""
@@ -392,18 +397,31 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
         return result
 
     def _after_write(self, thread_ids: Sequence[str]) -> None:
-        """Keep memory under the budget: evict idle threads; when changes not yet backed up fill the
-        budget, back up now (the writer waits, as a page cache throttles writers past its dirty limit)."""
+        """Keep memory under the budget after a write: evict idle threads, and back up early when
+        changes not yet in PostgreSQL press the budget."""
         res = self._res
+        if res.budget is None:
+            return
+        if res.dirty_bytes > res.budget // 2 and self.scheduler is not None and not self._early:
+            self._early = True
+            self.scheduler.run_soon()
         if not res.over_budget():
             return
         with self.lock:
             res.trim(exclude=thread_ids)
-            pressed = res.over_budget()
-        if pressed and self.attached and not self._db_failed and res.stats().dirty_bytes > (res.budget or 0) // 2:
+        if res.over_budget():
+            self._relieve()
+
+    def _relieve(self) -> None:
+        """Memory is over the budget with only threads that cannot be evicted: back up now so they
+        can be (the writer waits, as a page cache throttles writers past its dirty limit). While
+        PostgreSQL is unreachable nothing can be written, and memory grows past the budget instead
+        of losing changes."""
+        res = self._res
+        if res.dirty_bytes and self.attached and not self._db_failed and not self.closed:
             self.backup(trigger="pressure")
-            with self.lock:
-                res.trim()  # the threads just written go too if they alone are over the budget
+        with self.lock:
+            res.trim()
 
     def _touch(self, entry: Resident) -> None:
         """``entry``'s thread has a change for the next backup. Under the lock."""
