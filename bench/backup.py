@@ -28,40 +28,34 @@ MB = 1e6
 
 
 class CutRecorder:
-    """Wraps ``saver._cut`` (called with ``saver.lock`` held): times each cut and keeps its rows.
-
-    The rows are the ``Changes`` the cut returns; a saver that builds them after the cut, outside
-    the lock (``_changes(cut)``), is recorded the same way.
-    """
+    """Wraps the change log's ``take`` (the cut, called with ``saver.lock`` held): times each cut
+    and keeps the rows the saver builds from it outside the lock (``to_changes``)."""
 
     def __init__(self, saver: HybridSaver, keep_rows: bool = False) -> None:
-        self.saver = saver
+        self.log = saver._changes
         self.keep_rows = keep_rows
         self.seconds: list[float] = []
         self.rows: dict[str, list[tuple]] | None = None
-        self._inner = saver._cut
-        saver._cut = self._cut  # type: ignore[method-assign]
-        self._inner_changes = getattr(saver, "_changes", None)
-        if self._inner_changes is not None:
-            saver._changes = self._changes  # type: ignore[attr-defined]
+        self._inner = self.log.take
+        self.log.take = self._take  # type: ignore[method-assign]
 
-    def _cut(self) -> Any:
+    def _take(self) -> Any:
         start = clock()
-        result = self._inner()
+        cut = self._inner()
         self.seconds.append(clock() - start)
-        if self.keep_rows and isinstance(result, tuple):
-            self.rows = result[1].rows
-        return result
-
-    def _changes(self, cut: Any) -> Any:
-        changes = self._inner_changes(cut)  # type: ignore[misc]
         if self.keep_rows:
-            self.rows = changes.rows
-        return changes
+            inner_changes = cut.to_changes
+
+            def to_changes() -> Any:
+                changes = inner_changes()
+                self.rows = changes.rows
+                return changes
+
+            cut.to_changes = to_changes  # type: ignore[method-assign]
+        return cut
 
     def remove(self) -> None:
-        self.saver.__dict__.pop("_cut", None)
-        self.saver.__dict__.pop("_changes", None)
+        self.log.__dict__.pop("take", None)
 
 
 def open_hybrid(url: str, schema: str, serde: Any = None) -> HybridSaver:

@@ -382,18 +382,26 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
                 return result
 
     def _write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], Any]) -> Any:
-        """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident."""
+        """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident.
+
+        One thread needs no pin: under the lock nothing evicts it, and an eviction between the
+        lookup and the lock is seen (``evicted``) and the lookup done again. Several threads are
+        pinned, so loading one cannot evict another."""
+        pin = len(thread_ids) > 1
         while True:
-            held = [self._res.acquire(t, pin=True)[0] for t in thread_ids]
+            acquired = [self._res.acquire(t, pin=pin) for t in thread_ids]
             try:
                 with self.lock:
+                    held = [entry for entry, _pinned in acquired]
                     if not any(e.evicted for e in held):
                         result = write(held)
                         break
             finally:
-                for entry in held:
-                    self._res.unpin(entry)
-        self._after_write(thread_ids)
+                for entry, pinned in acquired:
+                    if pinned:
+                        self._res.unpin(entry)
+        if self._res.budget is not None:
+            self._after_write(thread_ids)
         return result
 
     def _after_write(self, thread_ids: Sequence[str]) -> None:
@@ -933,14 +941,15 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
 
     def stats(self) -> SaverStats:
         """Resident threads and checkpoints, pending changes, backup lag and the residency figures."""
+        # counted without the lock (each list() copy is one atomic operation): writers never wait for it
+        threads = 0
+        checkpoints = 0
+        for namespaces in list(self.storage.values()):
+            n = sum(len(cps) for cps in list(namespaces.values()))
+            if n:
+                threads += 1
+                checkpoints += n
         with self.lock:
-            threads = 0
-            checkpoints = 0
-            for namespaces in self.storage.values():
-                n = sum(len(cps) for cps in namespaces.values())
-                if n:
-                    threads += 1
-                    checkpoints += n
             pending = len(self._changes)
             since = self._changes.since
         res = self._res.stats()
