@@ -22,8 +22,10 @@ from bench import chart, report  # noqa: E402
 from bench.backup import run_backups  # noqa: E402
 from bench.contention import run_cuts, run_ops_during_backup, run_puts_during_backup  # noqa: E402
 from bench.database import Database  # noqa: E402
+from bench.fleet import run_fleet  # noqa: E402
 from bench.memory import run_memory  # noqa: E402
 from bench.ops import run_ops  # noqa: E402
+from bench.residency import run_residency  # noqa: E402
 from bench.settings import Settings, current  # noqa: E402
 from bench.workload import record_templates  # noqa: E402
 
@@ -60,7 +62,7 @@ def _code() -> dict[str, str | None]:
 
     digest = hashlib.sha256()
     folder = Path(persistence.__file__).resolve().parent
-    for name in ("saver.py", "store.py"):
+    for name in sorted(p.name for p in folder.glob("*.py")):
         digest.update((folder / name).read_bytes())
     try:
         head = subprocess.run(
@@ -141,6 +143,10 @@ def main() -> int:
         results["memory"] = run_memory(db, templates, settings, log)
         log(f"backup and restore throughput at {', '.join(f'{n:,}' for n in settings.sizes)} threads")
         results["backup"] = run_backups(db, templates, settings, log)
+        log("residency: cold start, cold and resident turns, a budget under random access")
+        results["residency"] = run_residency(db, templates, settings, log)
+        log("fleet: handoff, throughput with one and two members, backups of four members")
+        results["fleet"] = run_fleet(db, settings, log)
     finally:
         db.close()
     results["meta"]["duration_s"] = time.perf_counter() - started

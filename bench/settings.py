@@ -31,6 +31,17 @@ class Settings:
     put_pause: float
     #: seconds of puts before and after the large backup (the idle baseline)
     idle_seconds: float
+    #: threads of the store a cold start opens (30 checkpoints each)
+    cold_start_threads: int = 10_000
+    #: cold threads turned once against PostgresSaver (and then as resident threads against InMemorySaver)
+    miss_threads: int = 40
+    #: threads of the random-access run (the budget holds a tenth of them) and its turns
+    budget_threads: int = 2_000
+    budget_turns: int = 2_000
+    #: handoff samples; fleet throughput seconds per member count and client threads
+    handoff_samples: int = 200
+    fleet_seconds: float = 10.0
+    fleet_clients: int = 4
 
 
 FULL = Settings(
@@ -61,6 +72,13 @@ QUICK = Settings(
     memory_threads=100,
     put_pause=0.001,
     idle_seconds=1.5,
+    cold_start_threads=500,
+    miss_threads=12,
+    budget_threads=300,
+    budget_turns=300,
+    handoff_samples=40,
+    fleet_seconds=4.0,
+    fleet_clients=4,
 )
 
 

@@ -8,7 +8,11 @@ from plotly.subplots import make_subplots
 
 _LAYOUT = {
     "height": 300,
-    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    # the toolbar sits on the right, vertical, below the title; the same uirevision on every refresh
+    # keeps a zoom or a hidden trace while the figures update
+    "margin": {"l": 10, "r": 40, "t": 40, "b": 10},
+    "modebar": {"orientation": "v"},
+    "uirevision": "keep",
     "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0.0},
     "template": "plotly_white",
     "title_font_size": 15,
@@ -39,11 +43,11 @@ def lag_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
     if not runs.empty:
         ok = runs[runs["ok"]]
         failed = runs[~runs["ok"]]
-        fig.add_trace(
-            go.Scatter(
-                x=ok["started_at"], y=ok["lag_s"], name="at backup", mode="markers", marker={"color": _OK, "size": 8}
+        for member, part in ok.groupby(ok["member"].fillna(-1), sort=True):
+            name = "at backup" if member == -1 else f"member {int(member)}"
+            fig.add_trace(
+                go.Scatter(x=part["started_at"], y=part["lag_s"], name=name, mode="markers", marker={"size": 8})
             )
-        )
         if not failed.empty:
             fig.add_trace(
                 go.Scatter(
@@ -84,6 +88,7 @@ def counts_chart(runs: pd.DataFrame, samples: pd.DataFrame) -> go.Figure:
             )
         )
     fig.update_layout(title=title, yaxis_title="checkpoints", yaxis_rangemode="tozero", **_LAYOUT)
+    fig.update_yaxes(tickformat=",d")
     return fig
 
 
@@ -94,7 +99,7 @@ def runs_chart(runs: pd.DataFrame) -> go.Figure:
         return _empty(title, "No backup run yet")
     runs = runs.sort_values("started_at")
     # one category per run (a time axis would squeeze runs a few ms apart into one bar)
-    labels = [f"#{i + 1}" for i in range(len(runs))]
+    labels = [f"#{i + 1}" for i in range(len(runs))]  # category axis: nticks keeps the labels apart
     hover = [
         f"{t:%H:%M:%S} {trig}" + (f"<br>{err[:120]}" if err else "")
         for t, trig, err in zip(runs["started_at"], runs["trigger"], runs["error"], strict=True)
@@ -110,43 +115,66 @@ def runs_chart(runs: pd.DataFrame) -> go.Figure:
         secondary_y=True,
     )
     fig.update_layout(title=title, **_LAYOUT)
-    fig.update_xaxes(type="category", tickformat="", nticks=8)
+    fig.update_xaxes(type="category", tickformat="", nticks=6)
     fig.update_yaxes(title_text="ms", rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(title_text="rows", rangemode="tozero", showgrid=False, secondary_y=True)
+    fig.update_yaxes(title_text="rows", rangemode="tozero", showgrid=False, tickformat=",d", secondary_y=True)
+    return fig
+
+
+def memory_chart(samples: pd.DataFrame) -> go.Figure:
+    """Bytes of resident threads in this process against the memory budget."""
+    title = "Memory: resident threads against the budget"
+    if samples.empty:
+        return _empty(title, "No data yet")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=samples["at"], y=samples["resident_bytes"], name="resident", mode="lines", line={"color": _MEMORY})
+    )
+    budget = samples["budget"].dropna()
+    if not budget.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=samples["at"],
+                y=samples["budget"],
+                name="budget",
+                mode="lines",
+                line={"color": _FAIL, "dash": "dash"},
+            )
+        )
+    fig.update_layout(title=title, yaxis_title="bytes", yaxis_rangemode="tozero", **_LAYOUT)
+    fig.update_yaxes(tickformat=".3s")
     return fig
 
 
 def timeline_chart(history: pd.DataFrame) -> go.Figure:
-    """A thread's checkpoints over time, by step, coloured by source."""
-    title = "Checkpoint timeline"
+    """A thread by turn: each user input starts a turn; bars count the checkpoints of each turn
+    and show when it happened."""
+    title = "Timeline by turn"
     if history.empty:
         return _empty(title, "No checkpoints")
-    fig = go.Figure()
-    for source, part in history.groupby(history["source"].fillna("?"), sort=True):
-        fig.add_trace(
-            go.Scatter(
-                x=part["ts"],
-                y=part["step"],
-                mode="markers",
-                name=str(source),
-                marker={"size": 10},
-                text=part["checkpoint_id"],
-                hovertemplate="%{text}<br>step %{y}<br>%{x}<extra>%{fullData.name}</extra>",
-            )
-        )
     ordered = history.sort_values("ts")
-    fig.add_trace(
-        go.Scatter(
-            x=ordered["ts"],
-            y=ordered["step"],
-            mode="lines",
-            line={"color": "#bbbbbb", "width": 1},
-            showlegend=False,
-            hoverinfo="skip",
+    turn = (ordered["source"] == "input").cumsum().clip(lower=1)
+    turns = (
+        ordered.assign(turn=turn)
+        .groupby("turn")
+        .agg(checkpoints=("checkpoint_id", "count"), started=("ts", "min"), bytes=("bytes", "sum"))
+        .reset_index()
+    )
+    fig = go.Figure(
+        go.Bar(
+            x=turns["turn"],
+            y=turns["checkpoints"],
+            marker_color=_OK,
+            customdata=list(zip(turns["started"].dt.strftime("%Y-%m-%d %H:%M:%S"), turns["bytes"], strict=True)),
+            hovertemplate="turn %{x}<br>%{y} checkpoints<br>%{customdata[0]} UTC<br>%{customdata[1]:,} bytes"
+            "<extra></extra>",
+            name="checkpoints",
         )
     )
-    fig.update_layout(title=title, yaxis_title="step", **_LAYOUT)
+    fig.update_layout(title=title, yaxis_title="checkpoints", **{**_LAYOUT, "xaxis": {"title": "turn"}})
+    fig.update_xaxes(tickformat=",d", dtick=1 if len(turns) <= 20 else None)
+    fig.update_yaxes(tickformat=",d")
     return fig
 
 
-__all__ = ["counts_chart", "lag_chart", "runs_chart", "timeline_chart"]
+__all__ = ["counts_chart", "lag_chart", "memory_chart", "runs_chart", "timeline_chart"]

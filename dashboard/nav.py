@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 _ROUTED = "_dashboard_routed"
+_REROUTED = "_dashboard_rerouted"
 
 
 def pages() -> dict[str, list[st.Page]]:
@@ -32,9 +33,9 @@ def ensure_routed() -> None:
     With a ``pages/`` folder next to the entry script, Streamlit starts a process in its old
     multipage mode: until some run calls ``st.navigation``, the page file of the URL is executed
     directly, without the router, under a navigation listing the folder's files. That is why
-    every page calls the login gate itself. Calling ``st.navigation`` from a page would re-point
-    the run's widget ids (and drop the click that caused the run), so this sets the flag that
-    ``st.navigation`` sets: the current run finishes as it is, every later run is routed.
+    every page calls the login gate itself. This sets the flag that ``st.navigation`` sets and
+    runs the script again: the rerun goes through the router (same URL, so same page), which
+    draws the real navigation, and every later run of the process is routed too.
     """
     if st.session_state.pop(_ROUTED, False):
         return
@@ -43,3 +44,8 @@ def ensure_routed() -> None:
     except ImportError:  # a Streamlit without the old mode
         return
     PagesManager.uses_pages_directory = False
+    # a fresh session (a deep link as the first request) has no click to lose: run it again through
+    # the router; a session with state finishes this run as it is (its next run is routed)
+    if not st.session_state.get(_REROUTED) and not len(st.session_state.keys()):
+        st.session_state[_REROUTED] = True  # once: a page run on its own must not loop
+        st.rerun()

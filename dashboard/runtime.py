@@ -20,19 +20,16 @@ import streamlit as st
 
 from agent import build_graph, describe_responder, make_responder
 from persistence import HybridSaver
+from persistence.config import ConfigError, saver_settings
 from persistence.db import describe_url, mask_url, resolve_url
-from persistence.views import StatsHistory, ThreadIndex
+from persistence.views import StatsHistory
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 30.0
-DEFAULT_RETENTION = 50
 #: how often the memory figures behind the charts are sampled
 SAMPLE_SECONDS = 2.0
-
-
-class ConfigError(ValueError):
-    """An environment variable of the dashboard has a value it cannot use."""
+#: the name the dashboard's saver joins the fleet under (its interval and pause are kept per name)
+MEMBER_NAME = "dashboard"
 
 
 @dataclass(frozen=True)
@@ -41,42 +38,35 @@ class Settings:
 
     interval: float | None
     retention: int
+    memory_budget: int | None
     refresh_seconds: float
-
-
-def _env_number(name: str, default: float, *, integer: bool = False, allow_off: bool = False) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if allow_off and raw.lower() in ("0", "off", "none"):
-        return None
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{name}={raw!r} is not a number. Set it to a number of "
-            + ("generations" if integer else "seconds")
-            + f" (default {default:g}) or unset it."
-        ) from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than 0 (default {default:g}).")
-    return value
 
 
 def settings_from_env() -> Settings:
     """``BACKUP_INTERVAL`` (seconds, default 30; ``0``/``off`` disables scheduled backups),
-    ``BACKUP_RETENTION`` (generations kept, default 50) and ``DASHBOARD_REFRESH`` (seconds
-    between live panel refreshes, default 5).
+    ``BACKUP_RETENTION`` (generations kept, default 50), ``MEMORY_BUDGET`` (e.g. ``512MB``; unset:
+    every thread stays in memory) and ``DASHBOARD_REFRESH`` (seconds between live panel
+    refreshes, default 5).
 
     Raises:
-        ConfigError: a variable is not a usable number.
+        ConfigError: a variable is not usable; the message names it and says what is accepted.
     """
-    interval = _env_number("BACKUP_INTERVAL", DEFAULT_INTERVAL, allow_off=True)
-    retention = _env_number("BACKUP_RETENTION", DEFAULT_RETENTION, integer=True)
-    if retention is not None and retention < 2:
-        raise ConfigError(f"BACKUP_RETENTION={retention:g} must be at least 2 so a restore can be undone.")
-    refresh = _env_number("DASHBOARD_REFRESH", 5.0)
-    return Settings(interval=interval, retention=int(retention or DEFAULT_RETENTION), refresh_seconds=refresh or 5.0)
+    saver = saver_settings()
+    raw = os.environ.get("DASHBOARD_REFRESH", "").strip()
+    refresh = 5.0
+    if raw:
+        try:
+            refresh = float(raw)
+        except ValueError:
+            raise ConfigError(f"DASHBOARD_REFRESH={raw!r} is not a number of seconds (default 5).") from None
+        if not 0.5 <= refresh <= 3600:
+            raise ConfigError(f"DASHBOARD_REFRESH={raw!r} must be between 0.5 and 3600 seconds (default 5).")
+    return Settings(
+        interval=saver.backup_interval,
+        retention=saver.retention,
+        memory_budget=saver.memory_budget,
+        refresh_seconds=refresh,
+    )
 
 
 @dataclass(eq=False)
@@ -86,7 +76,6 @@ class Runtime:
     saver: HybridSaver
     graph: Any
     responder: str
-    threads: ThreadIndex
     history: StatsHistory
     settings: Settings
     database: str  # describe_url(): host, port, database, user; never the password
@@ -115,7 +104,6 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
 
     Raises:
         ConfigError: an environment variable is unusable.
-        StoreLocked: another live process owns the backup store.
         DatabaseUnavailable: the database URL is malformed or the schema cannot be set up.
     """
     settings = settings or settings_from_env()
@@ -125,6 +113,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
         url,
         backup_interval=settings.interval,
         retention=settings.retention,
+        memory_budget=settings.memory_budget,
+        name=MEMBER_NAME,
         allow_offline=True,
     )
     try:
@@ -137,7 +127,6 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
             saver=saver,
             graph=build_graph(saver, responder=responder),
             responder=describe_responder(responder),
-            threads=ThreadIndex(saver),
             history=history,
             settings=settings,
             database=describe_url(url),

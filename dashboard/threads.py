@@ -7,6 +7,7 @@ sets it from the first user message and a rename writes a new checkpoint with
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -16,9 +17,10 @@ from agent import thread_config
 from agent.graph import RESPOND_NODE
 from dashboard import ui
 from dashboard.runtime import Runtime
-from persistence import InvalidValue
+from persistence import InvalidValue, views
 
 TITLE_LIMIT = 120
+logger = logging.getLogger(__name__)
 
 
 def new_thread_id() -> str:
@@ -26,8 +28,8 @@ def new_thread_id() -> str:
 
 
 def thread_exists(runtime: Runtime, thread_id: str) -> bool:
-    with runtime.saver.lock:
-        return any(runtime.saver.storage.get(thread_id, {}).values())
+    """True when the thread has a checkpoint (resident, or cold in PostgreSQL: then it loads)."""
+    return views.thread_exists(runtime.saver, thread_id)
 
 
 def rename(runtime: Runtime, thread_id: str, title: str) -> str:
@@ -79,11 +81,37 @@ def dialogs(runtime: Runtime, on_deleted: Any = None) -> None:
     """Render the delete and prune confirmation dialogs when one is asked for."""
 
     def delete_body(req: dict[str, Any]) -> None:
-        st.markdown(
-            f"Delete thread **{req['title'] or req['thread_id']}** (`{req['thread_id']}`) and all its "
-            "checkpoints from memory? The next backup records the deletion; older generations still hold "
-            "the thread, so it can be restored from the Restore page."
-        )
+        name = f"**{req['title'] or req['thread_id']}** (`{req['thread_id']}`)"
+        saver = runtime.saver
+        try:
+            kept = saver.store.ever_stored(req["thread_id"]) if views.database_answering(saver) else None
+        except views.DB_ERRORS:
+            kept = None
+        if kept:
+            st.markdown(
+                f"Delete thread {name} and all its checkpoints? The next backup records the deletion. "
+                "Kept generations still hold the thread, so it can be restored from the **Restore** page "
+                f"until retention drops them (the newest {saver.retention} generations are kept)."
+            )
+            return
+        if kept is None:
+            st.warning(
+                "PostgreSQL is not answering, so it cannot be told whether a backup holds this thread: "
+                "treat the delete as **permanent**.",
+                icon=":material/warning:",
+            )
+        else:
+            st.error(
+                f"Thread {name} was **never backed up**: deleting it is **permanent**, no restore can bring "
+                "it back. Back it up first to keep a copy in the backup generations.",
+                icon=":material/delete_forever:",
+            )
+        if kept is False and st.button("Back up first", icon=":material/backup:", key="delete-backup-first"):
+            with ui.reporting("Backup", runtime) as outcome:
+                run = saver.backup(trigger="manual")
+            if not outcome.failed:
+                logger.debug("backup before a delete: generation %s", run.generation)
+                st.rerun(scope="fragment")
 
     def delete(req: dict[str, Any]) -> bool:
         with ui.reporting("Delete", runtime) as outcome:

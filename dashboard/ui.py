@@ -25,7 +25,6 @@ from persistence import (
     HybridSaverError,
     InvalidValue,
     SaverClosed,
-    StoreLocked,
     ThreadNotFound,
 )
 from persistence.db import scrub
@@ -66,12 +65,6 @@ def _runtime_or_stop() -> Runtime:
         runtime = get_runtime()
     except ConfigError as exc:
         what, todo = str(exc), "Fix the variable and restart the app."
-    except StoreLocked as exc:
-        what = str(exc)
-        todo = (
-            "Only one live saver may own a backup store. Stop the other app process (or `python -m persistence` "
-            "command) using this database, then press Retry."
-        )
     except DatabaseUnavailable as exc:
         what, todo = str(exc), "Fix DATABASE_URL (or unset it to use the embedded server), then press Retry."
     except Exception as exc:  # noqa: BLE001 - e.g. the embedded server failed to start; say so, no traceback
@@ -195,7 +188,11 @@ def error_text(exc: BaseException, conninfo: str | None = None) -> str:
     if isinstance(exc, ResponderError):
         return f"The chat model could not answer: {text}"
     if isinstance(exc, psycopg.Error):
-        return f"PostgreSQL refused the request ({type(exc).__name__}: {text}). Nothing was changed; retry."
+        return (
+            f"PostgreSQL refused the request ({type(exc).__name__}: {text}). Nothing was changed. Retrying will "
+            "not help: this is a problem with the database (its version, permissions or schema), not a passing "
+            "one. Check the database log, or report the error above."
+        )
     return text
 
 
@@ -204,7 +201,6 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     GenerationNotFound,
     ThreadNotFound,
     InvalidValue,
-    StoreLocked,
     SaverClosed,
     HybridSaverError,
     ResponderError,
@@ -282,6 +278,22 @@ def fmt_ago(at: datetime | None) -> str:
     if delta < 0:
         return f"in {fmt_seconds(-delta)}"
     return f"{fmt_seconds(delta)} ago"
+
+
+def date_group(at: datetime | None) -> str:
+    """The chat history's group of a date: Today, Yesterday, Previous 7 days, Previous 30 days, Older."""
+    if at is None or at != at:
+        return "Not backed up yet"
+    days = (datetime.now(UTC).date() - at.astimezone(UTC).date()).days
+    if days <= 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    if days <= 7:
+        return "Previous 7 days"
+    if days <= 30:
+        return "Previous 30 days"
+    return "Older"
 
 
 def fmt_time(at: datetime | None) -> str:

@@ -1,10 +1,12 @@
 """Chat: talk to the demo graph; the sidebar lists threads, newest first (new, rename, delete)."""
 
+from datetime import timedelta
+
 import streamlit as st
 
 from agent import stream_turn, thread_config
 from dashboard import threads, ui
-from persistence.views import attached, filter_threads
+from persistence import views
 
 SIDEBAR_THREADS = 30
 
@@ -33,13 +35,23 @@ with st.sidebar:
         on_click=_open,
         args=(threads.new_thread_id(),),
     )
-    all_threads = runtime.threads.frame()
-    query = st.text_input("Find a chat", key="chat_search", placeholder="title or id", label_visibility="collapsed")
-    shown = filter_threads(all_threads, query).head(SIDEBAR_THREADS)
-    n = len(all_threads)
-    st.caption(ui.plural(n, "thread") + (f", {len(shown)} shown" if n > len(shown) else ""))
+    query = st.text_input(
+        "Find a chat", key="chat_search", placeholder="words, title or id", label_visibility="collapsed"
+    )
+    limit = st.session_state.get("chat_limit", SIDEBAR_THREADS)
+    try:
+        shown, total = views.thread_page(saver, query, "updated_at", True, page=1, page_size=limit)
+    except views.DB_ERRORS:
+        shown = views.resident_threads_frame(saver, query)
+        total = len(shown)
+    st.caption(ui.plural(total, "thread") + (f", {len(shown)} shown" if total > len(shown) else ""))
     with st.container(key="chat_history"):
+        group = None
         for row in shown.itertuples():
+            label = ui.date_group(row.updated)
+            if label != group:
+                group = label
+                st.caption(label)
             st.button(
                 (row.title or row.thread_id)[:48],
                 key=f"open-{row.thread_id}",
@@ -49,12 +61,25 @@ with st.sidebar:
                 on_click=_open,
                 args=(row.thread_id,),
             )
+    if total > len(shown) and st.button("Load more", key="chat_more", icon=":material/expand_more:"):
+        st.session_state.chat_limit = limit + SIDEBAR_THREADS
+        st.rerun()
     # left-align the history like a list (Streamlit centres button labels)
     st.html(
         "<style>.st-key-chat_history button, .st-key-chat_history button div "
         "{ justify-content: flex-start !important; text-align: left !important; }</style>"
     )
     st.caption(f"Model: {runtime.responder}")
+
+
+@st.fragment(run_every=timedelta(seconds=2))
+def _status(thread_id: str) -> None:
+    """The thread's backup status, refreshed on its own (the rest of the page stays as it is)."""
+    count = len(saver.thread_rows(thread_id).storage.get(thread_id, {}).get("", {}))
+    backed = thread_id not in saver.pending_threads() and views.attached(saver)
+    status = ":green[backed up]" if backed else ":orange[latest changes not backed up yet]"
+    st.caption(f"`{thread_id}` · {ui.plural(count, 'checkpoint')} · {status}")
+
 
 # -- the thread ----------------------------------------------------------------------------------
 thread_id = st.session_state.chat_thread
@@ -70,11 +95,7 @@ head, actions = st.columns([4, 2], vertical_alignment="center")
 with head:
     st.subheader(title or ("New chat" if not exists else thread_id))
     if exists:
-        with saver.lock:
-            count = sum(len(cps) for cps in saver.storage.get(thread_id, {}).values())
-        backed = thread_id not in saver.pending_threads() and attached(saver)
-        status = ":green[backed up]" if backed else ":orange[latest changes not backed up yet]"
-        st.caption(f"`{thread_id}` · {ui.plural(count, 'checkpoint')} · {status}")
+        _status(thread_id)
     else:
         st.caption(f"`{thread_id}` · not saved yet: send a message to start")
 if exists:

@@ -24,25 +24,32 @@ if gens is None:
     st.stop()
 
 
+#: above this many threads removed, a restore asks for the generation number to be typed
+TYPED_CONFIRMATION = 10
+
+
 def _restore(req: dict) -> bool:
-    """Run a confirmed restore with progress; keep the result for the page."""
+    """Run a confirmed restore with its phases as progress; keep the result for the page."""
     generation, thread_id = int(req["generation"]), req.get("thread_id")
+    if req.get("typed") and st.session_state.get("restore_typed", "").strip() != str(generation):
+        st.error(f"Type **{generation}** in the box to confirm this restore.", icon=":material/keyboard:")
+        return False
     bar = st.progress(0.0, text="Checking the generation…")
+    phases: list[str] = []
+
+    def progress(phase: str, fraction: float, detail: str) -> None:
+        phases.append(f"{phase}: {detail}")
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"**{phase.capitalize()}** · {detail}")
+
     with ui.reporting("Restore", runtime) as outcome:
-        expected = saver.store.thread_counts(generation)
-        if thread_id is not None:
-            expected = {k: v for k, v in expected.items() if k == thread_id}
-        bar.progress(0.2, text="Taking the pre-restore backup and restoring…")
-        result = saver.restore(generation, thread_id=thread_id)
-        bar.progress(0.8, text="Checking memory against the generation…")
-        now = views.memory_thread_counts(saver)
-        if thread_id is not None:
-            now = {k: v for k, v in now.items() if k == thread_id}
+        expected = saver.store.thread_counts(generation, thread_id)
+        result = saver.restore(generation, thread_id=thread_id, progress=progress)
+        bar.progress(1.0, text="Checking the store against the generation…")
+        now = saver.store.thread_counts(None, thread_id)
         mismatched = sorted(t for t in set(expected) | set(now) if expected.get(t) != now.get(t))
-        bar.progress(1.0, text="Done")
     if outcome.failed:
         return False
-    st.session_state.restore_result = {"result": result, "mismatched": mismatched}
+    st.session_state.restore_result = {"result": result, "mismatched": mismatched, "phases": phases}
     scope = f"thread {thread_id}" if thread_id else "all threads"
     ui.flash(f"Restored generation {generation} ({scope})", icon=":material/settings_backup_restore:")
     return True
@@ -50,11 +57,22 @@ def _restore(req: dict) -> bool:
 
 def _restore_body(req: dict) -> None:
     scope = f"thread **{req['thread_id']}**" if req.get("thread_id") else "**every thread**"
-    st.markdown(
-        f"Replace {scope} in memory with generation **{req['generation']}**"
+    text = (
+        f"Replace {scope} with generation **{req['generation']}**"
         + (f" (undo of generation {req['undo_of']})" if req.get("undo_of") else "")
-        + f"? {req['summary']}\n\nA pre-restore generation is written first: restore it to undo this."
+        + f", on every member? {req['summary']}\n\nA pre-restore generation is written first: restore it to "
+        "undo this."
     )
+    if req.get("danger"):
+        st.error(text, icon=":material/warning:")
+        if req.get("removed_names"):
+            st.markdown("**Removed:** " + req["removed_names"])
+        if req.get("added_names"):
+            st.markdown("**Added:** " + req["added_names"])
+    else:
+        st.markdown(text)
+    if req.get("typed"):
+        st.text_input(f"Type {req['generation']} to confirm", key="restore_typed")
 
 
 ui.confirmation("restore", "Restore this generation?", _restore_body, "Restore", _restore)
@@ -66,12 +84,20 @@ if done is not None:
     scope = f"thread `{result.thread_id}`" if result.thread_id else "all threads"
     st.success(
         f"**Restored generation {result.restored_from}** ({scope}) as generation {result.generation}: "
-        f"{ui.plural(result.threads, 'thread')}, {ui.plural(result.checkpoints, 'checkpoint')} in memory now.\n\n"
+        f"{ui.plural(result.threads, 'thread')}, {ui.plural(result.checkpoints, 'checkpoint')} now.\n\n"
         f"**To undo**, restore generation **{result.undo_generation}** (the pre-restore backup).",
         icon=":material/check_circle:",
     )
+    if result.members:
+        st.caption(
+            "Members that backed up and handed over their threads first: "
+            + ", ".join(f"member {m}" for m in result.members)
+            + ". They load the restored threads on their next access."
+        )
+    with st.expander("What the restore did"):
+        st.markdown("\n".join(f"1. {p}" for p in done.get("phases", [])))
     if done["mismatched"]:
-        st.warning(f"Memory differs from the generation for: {', '.join(done['mismatched'][:20])}")
+        st.warning(f"The store differs from the generation for: {', '.join(done['mismatched'][:20])}")
     undo_col, dismiss_col, _ = st.columns([2, 1, 3])
     if result.undo_generation is not None and undo_col.button(
         f"Undo: restore generation {result.undo_generation}…", icon=":material/undo:", key="undo"
@@ -109,7 +135,7 @@ st.dataframe(
         "restored_from": st.column_config.NumberColumn("Restored from"),
         "thread_id": st.column_config.TextColumn("Thread"),
     },
-    key="generations_table",
+    key="restore_generations_table",
 )
 
 by_gen = gens.set_index("generation")
@@ -129,13 +155,16 @@ generation = pick.selectbox("Generation", list(gens["generation"]), format_func=
 scope = scope_col.radio("Restore", ["All threads", "One thread"], horizontal=True, key="restore_scope")
 thread_id = None
 if scope == "One thread":
-    in_gen = []
+    in_gen: list[str] = []
+    names: dict[str, str] = {}
     with ui.reporting("Reading the generation's threads", runtime):
         in_gen = sorted(saver.store.thread_counts(int(generation)))
+        names = views.thread_titles(saver, in_gen)
     thread_id = thread_col.selectbox(
-        "Thread",
+        "Thread (type to search titles and ids)",
         in_gen,
         index=None,
+        format_func=lambda t: f"{names.get(t) or '(untitled)'} · {t}",
         placeholder="Pick a thread of this generation",
         key="restore_thread",
     )
@@ -148,10 +177,10 @@ if preview is None or (scope == "One thread" and thread_id is None):
 
 summary = views.preview_summary(preview)
 cols = st.columns(5)
-cols[0].metric("Threads added", summary["added"], help="In the generation, not in memory: restore brings them back")
-cols[1].metric("Threads removed", summary["removed"], help="In memory, not in the generation: restore deletes them")
-cols[2].metric("Threads changed", summary["changed"], help="Different checkpoints in memory and in the generation")
-cols[3].metric("Unchanged", summary["unchanged"])
+cols[0].metric("Threads added", f"{summary['added']:,}", help="In the generation, not now: restore brings them back")
+cols[1].metric("Threads removed", f"{summary['removed']:,}", help="Now, not in the generation: restore deletes them")
+cols[2].metric("Threads changed", f"{summary['changed']:,}", help="Different checkpoints now and in the generation")
+cols[3].metric("Unchanged", f"{summary['unchanged']:,}")
 delta = summary["checkpoints_then"] - summary["checkpoints_now"]
 cols[4].metric(
     "Checkpoints",
@@ -161,18 +190,19 @@ cols[4].metric(
     delta_arrow="off",
     help="Checkpoints in the generation (for the chosen scope), against memory now",
 )
+st.caption("Compared with the store as of the newest backup; the restore backs up what is pending first.")
 differ = preview[preview["change"] != "unchanged"]
+titles: dict[str, str] = views.thread_titles(saver, differ["thread_id"].head(1000)) if not differ.empty else {}
 if differ.empty:
-    st.caption("Memory already matches this generation for the chosen scope.")
+    st.caption("The store already matches this generation for the chosen scope.")
 else:
-    titles = runtime.threads.frame().set_index("thread_id")["title"]
     shown = differ.head(1000).assign(title=lambda d: d["thread_id"].map(titles).fillna(""))
     st.dataframe(
         shown,
         hide_index=True,
         column_order=["title", "thread_id", "change", "checkpoints_now", "checkpoints_then", "delta"],
         column_config={
-            "title": st.column_config.TextColumn("Title (now)"),
+            "title": st.column_config.TextColumn("Title"),
             "thread_id": st.column_config.TextColumn("Thread id"),
             "change": st.column_config.TextColumn("Restore would"),
             "checkpoints_now": st.column_config.NumberColumn("Checkpoints now"),
@@ -185,13 +215,42 @@ else:
         st.caption(f"First 1,000 of {len(differ):,} differing threads.")
 
 what = f"thread {thread_id}" if thread_id else "all threads"
-if st.button(f"Restore generation {generation} ({what})…", type="primary", icon=":material/restore:", key="restore"):
+total_now = summary["removed"] + summary["changed"] + summary["unchanged"]
+# a restore that removes many threads, or most of them, is dangerous: say so and ask for the number
+danger = summary["removed"] >= TYPED_CONFIRMATION or (total_now > 0 and summary["removed"] > total_now / 2)
+
+
+def _names(change: str) -> str:
+    ids = list(differ[differ["change"] == change]["thread_id"])
+    if not ids:
+        return ""
+    named = [f"{titles.get(t) or '(untitled)'} (`{t}`)" for t in ids[:8]]
+    return ", ".join(named) + (f" and {len(ids) - 8:,} more" if len(ids) > 8 else "")
+
+
+if danger:
+    st.error(
+        f"This restore **removes {summary['removed']:,} of {total_now:,} threads**"
+        + (f" and adds {summary['added']:,}" if summary["added"] else "")
+        + ". Check the generation: you will be asked to type its number.",
+        icon=":material/warning:",
+    )
+if st.button(
+    f"Restore generation {generation} ({what})…",
+    type="primary",
+    icon=":material/warning:" if danger else ":material/restore:",
+    key="restore",
+):
     ui.ask_confirmation(
         "restore",
         generation=int(generation),
         thread_id=thread_id,
+        danger=danger,
+        typed=danger,
+        removed_names=_names("removed"),
+        added_names=_names("added"),
         summary=(
-            f"It adds {summary['added']}, removes {summary['removed']} and changes {summary['changed']} "
+            f"It adds {summary['added']:,}, removes {summary['removed']:,} and changes {summary['changed']:,} "
             f"thread(s); {summary['checkpoints_now']:,} checkpoints now → {summary['checkpoints_then']:,}."
         ),
     )

@@ -10,91 +10,134 @@ from persistence import views
 
 PAGE_SIZES = (25, 50, 100)
 
-runtime = ui.page_setup("Threads", "Every conversation in memory. Search by id, title or metadata.")
+runtime = ui.page_setup(
+    "Threads", "Every conversation in the store, in memory or not. Search by message text, title or id."
+)
 saver = runtime.saver
 # a thread to select (after a fork or a delete) is set before the picker exists in the next run
 if "threads_next" in st.session_state:
-    st.session_state.threads_pick = st.session_state.pop("threads_next")
+    nxt = st.session_state.pop("threads_next")
+    if nxt:
+        st.query_params["thread"] = nxt
+    else:
+        st.query_params.pop("thread", None)
 
 
 def _select_next(thread_id: str | None) -> None:
-    st.session_state.threads_next = thread_id
+    st.session_state.threads_next = thread_id or ""
 
 
 # -- search and table ----------------------------------------------------------------------------
 started = time.perf_counter()
-frame = runtime.threads.frame()
-search, status_col, size_col = st.columns([4, 2, 1])
-query = search.text_input("Search", key="threads_query", placeholder="id, title or metadata (e.g. source)")
-status = status_col.segmented_control(
-    "Backup status", ["all", "pending", "backed up"], default="all", key="threads_status", required=True
+search, sort_col, order_col, size_col = st.columns([4, 2, 1, 1])
+query = search.text_input("Search", key="threads_query", placeholder="message text, title or thread id")
+sort_label = sort_col.selectbox("Sort by", list(views.THREAD_SORTS), key="threads_sort")
+descending = (
+    order_col.segmented_control("Order", ["desc", "asc"], default="desc", key="threads_order", required=True) != "asc"
 )
 page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="threads_page_size")
-matches = views.filter_threads(frame, query, status or "all")
-pages = max(1, -(-len(matches) // page_size))
-if st.session_state.get("threads_page", 1) > pages:
-    st.session_state.threads_page = 1
 
 table_slot = st.container()
-page = st.pagination(pages, key="threads_page")
-rows, pages = views.paginate(matches, page, page_size)
-rows = rows.copy()
-sizes = views.thread_sizes(saver, rows["thread_id"])
-rows["size"] = rows["thread_id"].map(sizes)
-rows["backup"] = rows["backed_up"].map({True: "backed up", False: "pending"})
+page = st.session_state.get("threads_page", 1)
+rows, total = None, 0
+from_memory = False
+try:
+    rows, total = views.thread_page(
+        saver, query, views.THREAD_SORTS[sort_label], descending, page=page, page_size=page_size
+    )
+except views.DB_ERRORS:
+    rows = views.resident_threads_frame(saver, query)
+    total, from_memory = len(rows), True
+pages = max(1, -(-total // page_size))
+if page > pages:
+    st.session_state.threads_page = 1
+st.pagination(pages, key="threads_page")
+rows = rows.assign(size=rows["bytes"].map(lambda b: ui.fmt_bytes(b) if b == b and b is not None else "—"))
+rows["where"] = rows["where"].map({"here": "in memory here", "cold": "in PostgreSQL only"}).fillna(rows["where"])
 elapsed = time.perf_counter() - started
 with table_slot:
-    st.caption(
-        f"{len(matches):,} of {len(frame):,} threads match · page {page} of {pages} · built in {elapsed * 1000:.0f} ms"
-    )
-    st.dataframe(
+    if from_memory:
+        st.caption(
+            f"PostgreSQL is not answering: the {total:,} threads in this process's memory are shown; "
+            "cold threads come back with the database."
+        )
+    else:
+        st.caption(
+            f"{total:,} threads{' match' if query.strip() else ''} · page {min(page, pages)} of {pages} · "
+            f"sorted by {sort_label.lower()} over all threads by PostgreSQL · {elapsed * 1000:,.0f} ms"
+        )
+    picked = st.dataframe(
         rows,
         hide_index=True,
-        column_order=["title", "thread_id", "checkpoints", "updated", "size", "backup", "source", "step"],
+        on_select="rerun",
+        selection_mode="single-row",
+        column_order=["title", "thread_id", "checkpoints", "updated", "size", "status", "where", "snippet"]
+        if query.strip()
+        else ["title", "thread_id", "checkpoints", "updated", "size", "status", "where"],
         column_config={
             "title": st.column_config.TextColumn("Title", width="medium"),
             "thread_id": st.column_config.TextColumn("Thread id"),
-            "checkpoints": st.column_config.NumberColumn("Checkpoints"),
-            "updated": st.column_config.DatetimeColumn("Last update", format="YYYY-MM-DD HH:mm:ss"),
-            "size": st.column_config.NumberColumn("Size (bytes)", format="%d"),
-            "backup": st.column_config.TextColumn("Backup"),
-            "source": st.column_config.TextColumn("Last source"),
-            "step": st.column_config.NumberColumn("Step"),
+            "checkpoints": st.column_config.NumberColumn("Checkpoints", format="localized"),
+            "updated": st.column_config.DatetimeColumn("Last update (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "size": st.column_config.TextColumn("Size"),
+            "status": st.column_config.TextColumn("Backup"),
+            "where": st.column_config.TextColumn("Held"),
+            "snippet": st.column_config.TextColumn("Match", width="large"),
         },
         key="threads_table",
     )
+    st.caption("Click a row to open the thread. Figures are as of each thread's last backup.")
+selected_rows = picked.selection.rows if picked is not None else []
+if selected_rows:
+    chosen = rows.iloc[selected_rows[0]]["thread_id"]
+    if chosen != st.query_params.get("thread"):
+        st.query_params["thread"] = chosen
 
 # -- one thread ----------------------------------------------------------------------------------
-options = list(rows["thread_id"])
-selected = st.session_state.get("threads_pick")
-if selected and selected not in options:
-    if threads.thread_exists(runtime, selected):
-        options.insert(0, selected)
-    else:
-        st.session_state.threads_pick = None
-titles = dict(zip(frame["thread_id"], frame["title"], strict=True))
-thread_id = st.selectbox(
-    "Thread",
-    options,
-    index=None,
-    format_func=lambda t: f"{titles.get(t) or '(untitled)'} · {t}",
-    placeholder="Pick a thread of this page to inspect it",
-    key="threads_pick",
-)
-if thread_id is None or not threads.thread_exists(runtime, thread_id):
+if st.session_state.get("threads_pick"):
+    st.query_params["thread"] = st.session_state.pop("threads_pick")
+thread_id = st.query_params.get("thread")
+if not thread_id:
+    st.info("Pick a thread in the table to see its history, state and diffs.", icon=":material/touch_app:")
     st.stop()
-
-title = titles.get(thread_id) or thread_id
+cold = thread_id not in set(saver.thread_ids())
+exists = False
+with (
+    ui.reporting("Opening the thread", runtime),
+    st.spinner("Loading the thread from PostgreSQL…" if cold else "Opening the thread…"),
+):
+    exists = threads.thread_exists(runtime, thread_id)
+if not exists:
+    st.warning(f"Thread `{thread_id}` has no checkpoint (deleted, or never saved).")
+    st.stop()
+titles = views.thread_titles(saver, [thread_id])
+state_now = views.checkpoint_state(saver, thread_id) or {"values": {}}
+title = state_now["values"].get("title") or titles.get(thread_id) or thread_id
 history = views.checkpoint_history(saver, thread_id)
-st.subheader(title)
-st.caption(f"`{thread_id}` · {ui.plural(len(history), 'checkpoint')}")
+head, open_col = st.columns([5, 1], vertical_alignment="bottom")
+head.subheader(title)
+head.caption(
+    f"`{thread_id}` · {ui.plural(len(history), 'checkpoint')}"
+    + (" · loaded from PostgreSQL just now" if cold else "")
+    + " · this page's URL links to the thread"
+)
+if open_col.button("Open in Chat", icon=":material/chat:", key="open_in_chat", width="stretch"):
+    st.session_state.chat_thread = thread_id
+    st.switch_page("pages/chat.py")
+internals = st.toggle("Show LangGraph internals", key="threads_internals", help="Steps, sources, task ids")
 cids = list(history["checkpoint_id"])
+
+
+SOURCES = {"input": "user input", "loop": "graph step", "update": "edited", "fork": "forked"}
 
 
 def _label(cid: str) -> str:
     row = history[history["checkpoint_id"] == cid].iloc[0]
-    when = row["ts"].strftime("%H:%M:%S") if row["ts"] is not None and row["ts"] == row["ts"] else "?"
-    return f"step {row['step']} · {row['source']} · {when} · {cid[-12:]}"
+    when = row["ts"].strftime("%H:%M:%S UTC") if row["ts"] is not None and row["ts"] == row["ts"] else "?"
+    what = SOURCES.get(str(row["source"]), str(row["source"] or "checkpoint"))
+    if internals:
+        return f"step {row['step']} · {row['source']} · {when} · {cid[-12:]}"
+    return f"{what} · {when}"
 
 
 timeline, state_tab, diff_tab, writes_tab, actions_tab = st.tabs(
@@ -102,7 +145,19 @@ timeline, state_tab, diff_tab, writes_tab, actions_tab = st.tabs(
 )
 with timeline:
     st.plotly_chart(charts.timeline_chart(history), key="timeline_chart")
-    st.dataframe(history, hide_index=True, key="history_table")
+    shown = history if internals else history.assign(source=history["source"].map(lambda v: SOURCES.get(v, v)))
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_order=None if internals else ["ts", "source", "updated_channels", "bytes"],
+        column_config={
+            "ts": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "source": st.column_config.TextColumn("What"),
+            "updated_channels": st.column_config.TextColumn("Changed"),
+            "bytes": st.column_config.NumberColumn("Bytes", format="localized"),
+        },
+        key="history_table",
+    )
 
 with state_tab:
     cid = st.selectbox("Checkpoint", cids, format_func=_label, key="state_checkpoint")

@@ -10,6 +10,7 @@ from persistence.errors import (
     StoreLocked,
     ThreadBusy,
     ThreadNotFound,
+    ThreadRestored,
 )
 from persistence.fleet import Member
 from persistence.records import BackupRun, RestoreResult, SaverStats
@@ -33,5 +34,6 @@ __all__ = [
     "StoreLocked",
     "ThreadBusy",
     "ThreadNotFound",
+    "ThreadRestored",
     "VerifyResult",
 ]

@@ -37,6 +37,8 @@ DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, Data
 HISTORY = 1000
 #: seconds between two checks of a database that failed, outside backups
 HEAL_EVERY = 1.0
+#: seconds between two retention passes (each backup would otherwise pay for one)
+RETAIN_EVERY = 5.0
 
 
 class BackupMixin:
@@ -50,6 +52,8 @@ class BackupMixin:
         self._unlogged: list[dict[str, Any]] = []
         self._fold_row: int | None = None
         self._last_heal = 0.0
+        self._retain_after = 0.0
+        self._written_since_retention = 0
         self._heal_lock = threading.Lock()
 
     def backup(self: HybridSaver, trigger: str = "manual", request_id: str | None = None) -> BackupRun:
@@ -106,7 +110,15 @@ class BackupMixin:
         try:
             written = self.store.write_generation(changes, trigger=trigger, owner=self.instance_id, tokens=tokens)
             if retain and written.generation is not None:
-                self.store.apply_retention(self.retention)
+                self._written_since_retention += 1
+                # every tenth of the retention, or every few seconds: not a pass per backup
+                if (
+                    self._written_since_retention >= max(1, self.retention // 10)
+                    or time.monotonic() >= self._retain_after
+                ):
+                    self.store.apply_retention(self.retention)
+                    self._retain_after = time.monotonic() + RETAIN_EVERY
+                    self._written_since_retention = 0
         except (*DB_ERRORS, psycopg.Error, HybridSaverError) as exc:
             with self.lock:
                 self._changes.merge_back(cut)

@@ -116,18 +116,30 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> ConnectionPool:
-    """Check ``url`` and open a pool on it; the caller owns (and closes) the pool."""
-    check_connection(url)
+def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = POOL_TIMEOUT, check: bool = True
+) -> ConnectionPool:
+    """Open a pool on ``url``; the caller owns (and closes) it.
+
+    Connections are in autocommit mode: a single statement is its own transaction (one round
+    trip), and code that needs several statements together opens ``conn.transaction()``. With
+    ``check`` the URL is checked first and the pool waits for its first connection; without it,
+    the pool connects in the background (a saver starting while PostgreSQL is down).
+    """
+    if check:
+        check_connection(url)
     pool = ConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
         timeout=timeout,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
         name="hybrid-saver",
     )
+    if not check:
+        pool.open(wait=False)
+        return pool
     try:
         pool.open(wait=True, timeout=timeout)
     except Exception as exc:  # noqa: BLE001

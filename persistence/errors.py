@@ -26,6 +26,15 @@ class ThreadBusy(HybridSaverError):
         self.owner = owner
 
 
+class ThreadRestored(HybridSaverError):
+    """A run wrote to a thread that a restore rewrote while the run was in flight: its step is refused
+    so the restored state stays as restored (the run started from a state the restore undid)."""
+
+    def __init__(self, message: str, thread_id: str | None = None) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+
+
 class GenerationNotFound(HybridSaverError, LookupError):
     """The asked generation does not exist or was compacted away."""
 

@@ -192,13 +192,14 @@ class Membership:
         A claim waits while a restore of every thread runs (up to :data:`RESTORE_WAIT` seconds).
         """
         keys = [enc(t) for t in thread_ids]
+        # the gate and the claim in one transaction: the claim's snapshot is taken after a restore of
+        # every thread has committed (one statement would see the store as it was before the wait)
         with self.pool.connection() as conn, conn.transaction():
             if wait_restore:
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{RESTORE_WAIT}s")))
                 conn.execute(
-                    "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"hybrid_saver.restore:{self.schema}",)
+                    "SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock_shared(hashtext(%s))",
+                    (f"{RESTORE_WAIT}s", f"hybrid_saver.restore:{self.schema}"),
                 )
-                conn.execute("SET LOCAL lock_timeout = 0")
             rows = conn.execute(
                 self._q(
                     "INSERT INTO {s}.owners AS o (thread_id, owner, token) "
@@ -263,7 +264,7 @@ class Membership:
         add up to ``limit_bytes`` (all of them when None)."""
         out: list[str] = []
         total = 0
-        with self.pool.connection() as conn, conn.cursor(name="hybrid_saver_warm") as cur:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor(name="hybrid_saver_warm") as cur:
             cur.itersize = 2000
             cur.execute(
                 self._q(

@@ -99,7 +99,9 @@ class FleetMixin:
             "working and nothing pending is lost."
         )
 
-    def _claim(self: HybridSaver, thread_ids: Sequence[str], *, wait: bool) -> dict[str, int]:
+    def _claim(
+        self: HybridSaver, thread_ids: Sequence[str], *, wait: bool, for_restore: bool = False
+    ) -> dict[str, int]:
         """Claim ``thread_ids``; with ``wait``, ask live owners to hand them over (up to
         ``handoff_timeout``) and raise ``ThreadBusy`` for a thread still held after it."""
         deadline = time.monotonic() + self.handoff_timeout
@@ -120,7 +122,7 @@ class FleetMixin:
                 answer = None
                 if left > 0:
                     try:
-                        answer = self.ask(owner, "release", timeout=left, thread_ids=threads)
+                        answer = self.ask(owner, "release", timeout=left, thread_ids=threads, restore=for_restore)
                     except remote.CommandTimeout:
                         answer = None
                 if answer is None or (time.monotonic() >= deadline and answer.result.get("busy")):
@@ -136,9 +138,13 @@ class FleetMixin:
                 if answer.result.get("busy"):
                     time.sleep(0.02)
 
-    def release_threads(self: HybridSaver, thread_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    def release_threads(
+        self: HybridSaver, thread_ids: Sequence[str] | None = None, *, restore: bool = False
+    ) -> dict[str, Any]:
         """Back up, evict and give back ``thread_ids`` (None: every thread), so another member can
-        take them. Threads being restored here are not given back (``busy``)."""
+        take them. Threads being restored here are not given back (``busy``). With ``restore`` (a
+        restore asked for them) runs in flight on the released threads may not write on top of the
+        restored state (see :meth:`_mark_restored`)."""
         stale: dict[str, int] = {}
         if thread_ids is not None:
             for tid in thread_ids:
@@ -152,6 +158,8 @@ class FleetMixin:
             run = self._backup_locked("release", None)
             if not run.ok:
                 raise DatabaseUnavailable(f"Could not back up before handing threads over: {run.error}")
+            if restore:
+                self._mark_restored(list(self._res.entries) if thread_ids is None else thread_ids)
             if thread_ids is None:
                 released = len(self._res.drop_all())
                 self._complete = False
@@ -355,9 +363,11 @@ class FleetMixin:
             self.resume()
             return self._figures()
         if op == "release":
-            return self.release_threads([str(t) for t in command.get("thread_ids") or []])
+            return self.release_threads(
+                [str(t) for t in command.get("thread_ids") or []], restore=bool(command.get("restore"))
+            )
         if op == "release_all":
-            return self.release_threads(None)
+            return self.release_threads(None, restore=True)
         if op == "restore":
             result = self.restore(
                 int(command["generation"]),

@@ -183,6 +183,7 @@ class RestoreMixin:
                     f"The pre-restore backup failed ({pre.error}); nothing was restored. Retry when the "
                     "database is reachable."
                 )
+            self._mark_restored(list(self._res.entries) if thread_id is None else [thread_id])
             if thread_id is None:
                 self._complete = False
                 self._res.drop_all()
@@ -258,7 +259,7 @@ class _Hold:
             if entry is not None and entry.token is not None:
                 self._token = entry.token  # already ours: a new claim would fence our own pending changes
             else:
-                self._token = saver._claim([self.thread_id], wait=True)[self.thread_id]
+                self._token = saver._claim([self.thread_id], wait=True, for_restore=True)[self.thread_id]
             return ()
         report("handing over", 0.1, "waiting for other restores, then asking every member to hand over its threads")
         try:

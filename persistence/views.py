@@ -8,13 +8,11 @@ streamlit: the pages in ``pages/`` render what these functions return.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +33,7 @@ logger = logging.getLogger(__name__)
 #: errors that mean "PostgreSQL cannot answer right now"
 DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, PoolTimeout, HybridSaverError)
 
-THREAD_COLUMNS = [
-    "thread_id",
-    "title",
-    "checkpoints",
-    "updated",
-    "backed_up",
-    "step",
-    "source",
-    "metadata",
-    "newest_checkpoint",
-]
+THREAD_COLUMNS = ["thread_id", "title", "checkpoints", "updated", "bytes", "status", "where", "owner", "snippet"]
 RUN_COLUMNS = [
     "id",
     "trigger",
@@ -61,6 +49,8 @@ RUN_COLUMNS = [
     "checkpoints",
     "ok",
     "error",
+    "member",
+    "folded",
 ]
 GENERATION_COLUMNS = [
     "generation",
@@ -99,121 +89,138 @@ def preview(value: Any, limit: int = 120) -> str:
 
 # -- threads -------------------------------------------------------------------------------------
 
-
-@dataclasses.dataclass(frozen=True)
-class _Head:
-    """What the thread table shows of a thread's newest checkpoint (immutable, so cacheable)."""
-
-    checkpoint_id: str
-    title: str
-    updated: datetime | None
-    step: int | None
-    source: str
-    metadata: str
+THREAD_SORTS = {
+    "Last update": "updated_at",
+    "Checkpoints": "checkpoints",
+    "Size": "bytes",
+    "Title": "title",
+    "Thread id": "thread_id",
+}
 
 
-class ThreadIndex:
-    """Summaries of every thread in a saver, cheap to recompute.
+def thread_page(
+    saver: HybridSaver,
+    query: str = "",
+    sort: str = "updated_at",
+    descending: bool = True,
+    page: int = 1,
+    page_size: int = 25,
+) -> tuple[pd.DataFrame, int]:
+    """One page of every thread of the store (resident or cold, any member's), searched, sorted and
+    counted by PostgreSQL over all threads. Returns (rows, total matching).
 
-    The newest checkpoint of a thread is decoded once and cached under its id: checkpoints are
-    immutable, so a cached head stays right until the thread gets a newer checkpoint. A call to
-    :meth:`frame` therefore costs one pass over memory under the lock plus the decoding of the
-    threads that changed since the last call. Safe to share between threads (sessions).
+    Columns :data:`THREAD_COLUMNS`. ``status`` says what this process knows: ``"pending"`` (this
+    member holds changes not backed up yet, so the stored figures are behind), ``"backed up"``,
+    or ``"not backed up"`` (claimed by a member, never written). ``where`` is ``"here"`` (resident
+    in this process), ``"member N"`` (held by another member) or ``"cold"`` (only in PostgreSQL).
+
+    Raises:
+        psycopg.Error, PoolTimeout, HybridSaverError: PostgreSQL cannot answer (see
+        :func:`resident_threads_frame` for what memory alone can show).
     """
+    if not database_answering(saver):
+        raise HybridSaverError("PostgreSQL is not answering")
+    offset = (max(1, page) - 1) * page_size
+    rows, total = saver.store.thread_page(query=query, sort=sort, descending=descending, offset=offset, limit=page_size)
+    return _thread_frame(saver, rows), total
 
-    def __init__(self, saver: HybridSaver) -> None:
-        self.saver = saver
-        self._heads: dict[str, _Head] = {}
-        self._lock = threading.Lock()
-        #: seconds the last :meth:`frame` took, and how many heads it had to decode
-        self.last_build_seconds = 0.0
-        self.last_decoded = 0
 
-    def frame(self) -> pd.DataFrame:
-        """One row per thread (columns :data:`THREAD_COLUMNS`), newest update first.
-
-        Sizes are not here (they need a pass over every blob): ask :func:`thread_sizes` for the
-        rows you show.
-        """
-        started = time.perf_counter()
-        saver = self.saver
-        with saver.lock:
-            heads: dict[str, tuple[str, tuple]] = {}
-            counts: dict[str, int] = {}
-            for tid, namespaces in saver.storage.items():
-                root = namespaces.get("")
-                n = len(root) if root else 0
-                if len(namespaces) > 1:
-                    n = sum(len(cps) for cps in namespaces.values())
-                if not n:
-                    continue
-                cps = root if root else next(c for c in namespaces.values() if c)
-                cid = max(cps)
-                counts[tid] = n
-                heads[tid] = (cid, cps[cid])
-            blobs_ref = saver.blobs
-            pending = saver.pending_threads()
-        rows = []
-        decoded = 0
-        with self._lock:
-            cache = self._heads
-            for tid, (cid, entry) in heads.items():
-                head = cache.get(tid)
-                if head is None or head.checkpoint_id != cid:
-                    head = self._decode_head(tid, cid, entry, blobs_ref)
-                    cache[tid] = head
-                    decoded += 1
-                rows.append(
-                    (
-                        tid,
-                        head.title,
-                        counts[tid],
-                        head.updated,
-                        tid not in pending,
-                        head.step,
-                        head.source,
-                        head.metadata,
-                        head.checkpoint_id,
-                    )
-                )
-            for tid in [t for t in cache if t not in heads]:
-                del cache[tid]
-        df = pd.DataFrame(rows, columns=THREAD_COLUMNS)
-        df["updated"] = pd.to_datetime(df["updated"], utc=True)
-        df["step"] = df["step"].astype("Int64")
-        df = df.sort_values(["updated", "thread_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
-        self.last_build_seconds = time.perf_counter() - started
-        self.last_decoded = decoded
-        return df
-
-    def _decode_head(self, tid: str, cid: str, entry: tuple, blobs: Mapping) -> _Head:
-        serde = self.saver.serde
-        (ctype, cdata), (mtype, mdata), _parent = entry
-        try:
-            checkpoint = serde.loads_typed((ctype, cdata))
-            metadata = serde.loads_typed((mtype, mdata)) or {}
-        except Exception:  # noqa: BLE001 - one undecodable checkpoint must not hide every thread
-            logger.warning("thread %r: checkpoint %s cannot be decoded", tid, cid)
-            return _Head(cid, "", None, None, "undecodable", "{}")
-        title = ""
-        version = checkpoint.get("channel_versions", {}).get("title")
-        if version is not None:
-            blob = blobs.get((tid, "", "title", version))
-            if blob is not None and blob[0] != "empty":
-                try:
-                    value = serde.loads_typed(blob)
-                    title = value if isinstance(value, str) else ""
-                except Exception:  # noqa: BLE001
-                    title = ""
-        step = metadata.get("step")
-        return _Head(
-            checkpoint_id=cid,
-            title=title,
-            updated=_parse_ts(checkpoint.get("ts")),
-            step=step if isinstance(step, int) and not isinstance(step, bool) else None,
-            source=str(metadata.get("source") or ""),
-            metadata=json.dumps(to_jsonable(metadata), ensure_ascii=False, sort_keys=True, default=str),
+def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    resident = set(saver.thread_ids())
+    pending = saver.pending_threads()
+    me = saver.instance_id
+    out = []
+    for r in rows:
+        tid = r["thread_id"]
+        owner = r.get("owner")
+        if not r.get("backed_up") and owner == me and not any(saver.storage.get(tid, {}).values()):
+            continue  # claimed by a read here, no checkpoint yet: not a thread to show
+        if tid in resident:
+            where = "here"
+        elif owner is not None and owner != me:
+            where = f"member {owner}"
+        else:
+            where = "cold"
+        checkpoints, title = r.get("checkpoints"), r.get("title")
+        if tid in pending:
+            # this member holds newer changes than the stored figures: read them from memory
+            checkpoints, title = _resident_figures(saver, tid, title)
+            status = "pending"
+        elif r.get("backed_up"):
+            status = "backed up"
+        else:
+            status = "not backed up"
+        out.append(
+            (
+                tid,
+                title or "",
+                int(checkpoints or 0),
+                r.get("updated_at"),
+                int(r.get("bytes") or 0),
+                status,
+                where,
+                owner,
+                r.get("snippet") or "",
+            )
         )
+    df = pd.DataFrame(out, columns=THREAD_COLUMNS)
+    df["updated"] = pd.to_datetime(df["updated"], utc=True)
+    df["owner"] = df["owner"].astype("Int64")
+    return df
+
+
+def _resident_figures(saver: HybridSaver, thread_id: str, title: str | None) -> tuple[int, str | None]:
+    """(checkpoints, title) of a resident thread as memory holds them now."""
+    cps = saver.storage.get(thread_id, {})
+    count = sum(len(c) for c in list(cps.values()))
+    try:
+        found = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    except HybridSaverError:
+        return count, title
+    if found is not None:
+        value = (found.checkpoint.get("channel_values") or {}).get("title")
+        if isinstance(value, str) and value:
+            title = value
+    return count, title
+
+
+def resident_threads_frame(saver: HybridSaver, query: str = "") -> pd.DataFrame:
+    """The threads resident in this process, from memory alone (while PostgreSQL is away)."""
+    query = query.strip().lower()
+    rows = []
+    pending = saver.pending_threads()
+    for tid in saver.thread_ids():
+        if query and query not in tid.lower():
+            continue
+        rows.append(
+            {
+                "thread_id": tid,
+                "title": "",
+                "checkpoints": None,
+                "updated_at": None,
+                "bytes": None,
+                "backed_up": tid not in pending,
+                "owner": saver.instance_id,
+            }
+        )
+    return _thread_frame(saver, rows)
+
+
+def thread_titles(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, str]:
+    """Titles of ``thread_ids`` as of their last backup (one query; empty titles left out)."""
+    ids = list(dict.fromkeys(thread_ids))
+    if not ids or not database_answering(saver):
+        return {}
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 5000):
+        rows, _ = saver.store.thread_page(thread_ids=ids[i : i + 5000], limit=5000)
+        out.update({r["thread_id"]: r["title"] for r in rows if r.get("title")})
+    return out
+
+
+def thread_exists(saver: HybridSaver, thread_id: str) -> bool:
+    """True when the thread has a checkpoint (loads it when it is cold)."""
+    return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}) is not None
 
 
 def _parse_ts(value: Any) -> datetime | None:
@@ -226,67 +233,11 @@ def _parse_ts(value: Any) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def thread_sizes(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, int]:
-    """Bytes each thread holds in memory (checkpoints, metadata, channel values, writes).
-
-    One pass over the blobs and writes, so ask for a page of threads at a time, not per thread.
-    """
-    sizes = dict.fromkeys(thread_ids, 0)
-    with saver.lock:
-        for tid in sizes:
-            for cps in saver.storage.get(tid, {}).values():
-                for (_ct, cdata), (_mt, mdata), _parent in cps.values():
-                    sizes[tid] += len(cdata) + len(mdata)
-        blob_sizes = [(k[0], len(v[1])) for k, v in saver.blobs.items() if k[0] in sizes]
-        write_sizes = [
-            (outer[0], sum(len(w[2][1]) for w in inner.values()))
-            for outer, inner in saver.writes.items()
-            if outer[0] in sizes
-        ]
-    for tid, n in blob_sizes:
-        sizes[tid] += n
-    for tid, n in write_sizes:
-        sizes[tid] += n
-    return sizes
-
-
-def filter_threads(df: pd.DataFrame, query: str = "", status: str = "all") -> pd.DataFrame:
-    """Rows of a :meth:`ThreadIndex.frame` whose id, title or metadata contain ``query`` (any case),
-    limited to ``status`` ``"pending"`` or ``"backed up"`` (``"all"``: no limit)."""
-    out = df
-    if status == "pending":
-        out = out[~out["backed_up"]]
-    elif status == "backed up":
-        out = out[out["backed_up"]]
-    query = query.strip()
-    if query:
-        mask = (
-            out["thread_id"].str.contains(query, case=False, regex=False)
-            | out["title"].str.contains(query, case=False, regex=False)
-            | out["metadata"].str.contains(query, case=False, regex=False)
-        )
-        out = out[mask]
-    return out
-
-
-def paginate(df: pd.DataFrame, page: int, page_size: int) -> tuple[pd.DataFrame, int]:
-    """Return rows of 1-based ``page`` and the number of pages (at least 1)."""
-    pages = max(1, -(-len(df) // page_size))
-    page = min(max(1, page), pages)
-    return df.iloc[(page - 1) * page_size : page * page_size], pages
-
-
-def _checkpoint_entries(saver: HybridSaver, thread_id: str, ns: str = "") -> dict[str, tuple]:
-    with saver.lock:
-        return dict(saver.storage.get(thread_id, {}).get(ns, {}))
-
-
 def checkpoint_history(saver: HybridSaver, thread_id: str, limit: int = 500) -> pd.DataFrame:
     """The thread's checkpoints (root namespace), newest first: id, time, step, source, parent,
-    channels updated and pending writes. At most ``limit`` rows."""
-    entries = _checkpoint_entries(saver, thread_id)
-    with saver.lock:
-        writes = {cid: len(saver.writes.get((thread_id, "", cid), {})) for cid in entries}
+    channels updated, pending writes and bytes. At most ``limit`` rows. Loads a cold thread."""
+    snap = saver.thread_rows(thread_id)
+    entries = snap.storage.get(thread_id, {}).get("", {})
     rows = []
     for cid in sorted(entries, reverse=True)[:limit]:
         (ctype, cdata), (mtype, mdata), parent = entries[cid]
@@ -300,7 +251,7 @@ def checkpoint_history(saver: HybridSaver, thread_id: str, limit: int = 500) -> 
                 metadata.get("source"),
                 parent,
                 ", ".join(sorted(checkpoint.get("updated_channels") or [])),
-                writes[cid],
+                len(snap.writes.get((thread_id, "", cid), {})),
                 len(cdata) + len(mdata),
             )
         )
@@ -308,6 +259,7 @@ def checkpoint_history(saver: HybridSaver, thread_id: str, limit: int = 500) -> 
         rows, columns=["checkpoint_id", "ts", "step", "source", "parent_id", "updated_channels", "writes", "bytes"]
     )
     df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601", errors="coerce")
+    df["step"] = df["step"].astype("Int64")
     return df
 
 
@@ -394,14 +346,11 @@ def diff_checkpoints(saver: HybridSaver, thread_id: str, before_id: str, after_i
 
 def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None = None) -> pd.DataFrame:
     """Writes stored against the thread's checkpoints (one checkpoint, or all of the thread)."""
-    with saver.lock:
-        items = [
-            (outer, dict(inner))
-            for outer, inner in saver.writes.items()
-            if outer[0] == thread_id and (checkpoint_id is None or outer[2] == checkpoint_id)
-        ]
+    snap = saver.thread_rows(thread_id)
     rows = []
-    for (_tid, ns, cid), inner in items:
+    for (_tid, ns, cid), inner in snap.writes.items():
+        if checkpoint_id is not None and cid != checkpoint_id:
+            continue
         for (task_id, idx), (_task, channel, typed, path) in inner.items():
             try:
                 value = preview(saver.serde.loads_typed(typed))
@@ -416,11 +365,8 @@ def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None
 
 def export_thread(saver: HybridSaver, thread_id: str) -> dict[str, Any]:
     """Every checkpoint of a thread (all namespaces), oldest first, as JSON-able dicts."""
-    with saver.lock:  # copy references only; decoding happens outside the lock
-        storage = {thread_id: {ns: dict(cps) for ns, cps in saver.storage.get(thread_id, {}).items()}}
-        writes = {k: dict(w) for k, w in saver.writes.items() if k[0] == thread_id}
-        blobs = {k: b for k, b in saver.blobs.items() if k[0] == thread_id}
-    return export.export_thread(thread_id, storage, writes, blobs, saver.serde)
+    snap = saver.thread_rows(thread_id)
+    return export.export_thread(thread_id, snap.storage, snap.writes, snap.blobs, saver.serde)
 
 
 # -- backups -------------------------------------------------------------------------------------
@@ -455,6 +401,16 @@ def backup_figures(saver: HybridSaver) -> dict[str, Any]:
     stats = saver.stats()
     sched = saver.scheduler
     out: dict[str, Any] = {
+        "resident_threads": stats.resident_threads,
+        "resident_bytes": stats.resident_bytes,
+        "dirty_bytes": stats.dirty_bytes,
+        "memory_budget": stats.memory_budget,
+        "hits": stats.hits,
+        "loads": stats.loads,
+        "evictions": stats.evictions,
+        "instance_id": stats.instance_id,
+        "store_threads": None,
+        "store_checkpoints": None,
         "threads": stats.threads,
         "checkpoints": stats.checkpoints,
         "pending": stats.pending,
@@ -491,13 +447,16 @@ def backup_figures(saver: HybridSaver) -> dict[str, Any]:
         out["generations_kept"] = len(gens)
         out["latest_generation"] = gens[0].generation if gens else None
         out["database_size"] = saver.store.database_size()
+        figures = saver.store.store_figures()
+        out["store_threads"] = figures.get("threads")
+        out["store_checkpoints"] = figures.get("checkpoints")
     except DB_ERRORS as exc:
         out["database_error"] = scrub(_one_line(exc), saver.conninfo)
     return out
 
 
 def _runs_from_memory(saver: HybridSaver) -> list[dict[str, Any]]:
-    runs: list[BackupRun] = list(saver.scheduler.history) if saver.scheduler is not None else []
+    runs: list[BackupRun] = [r for r in saver.history if not r.empty]
     if saver.last_run is not None and saver.last_run not in runs:
         runs.append(saver.last_run)
     runs.sort(key=lambda r: r.started_at, reverse=True)
@@ -515,13 +474,17 @@ def _runs_from_memory(saver: HybridSaver) -> list[dict[str, Any]]:
             "threads": None,
             "checkpoints": None,
             "error": r.error,
+            "folded": 0,
+            "instance_id": saver.instance_id,
         }
         for r in runs
     ]
 
 
-def runs_frame(saver: HybridSaver, limit: int = 500) -> pd.DataFrame:
-    """Backup runs, newest first (columns :data:`RUN_COLUMNS`).
+def runs_frame(saver: HybridSaver, limit: int = 500, *, empty: bool = False) -> pd.DataFrame:
+    """Backup runs of every member, newest first (columns :data:`RUN_COLUMNS`); runs that had
+    nothing to write are left out unless ``empty`` (they are folded: ``folded`` counts the empty
+    runs a row stands for).
 
     Read from the runs table; while the saver is offline or its last backup failed, from the runs
     this process kept in memory (``df.attrs["source"]`` says which: ``"database"`` or ``"memory"``).
@@ -530,7 +493,7 @@ def runs_frame(saver: HybridSaver, limit: int = 500) -> pd.DataFrame:
     try:
         if not database_answering(saver):
             raise HybridSaverError("offline or failing")
-        raw = saver.store.runs(limit)
+        raw = saver.store.runs(limit, empty=empty)
     except DB_ERRORS:
         raw = _runs_from_memory(saver)[:limit]
         source = "memory"
@@ -550,13 +513,15 @@ def runs_frame(saver: HybridSaver, limit: int = 500) -> pd.DataFrame:
             r.get("checkpoints"),
             r.get("error") is None,
             r.get("error") or "",
+            r.get("instance_id"),
+            int(r.get("folded") or 0),
         )
         for r in raw
     ]
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     for col in ("started_at", "finished_at"):
         df[col] = pd.to_datetime(df[col], utc=True)
-    for col in ("id", "generation", "threads", "checkpoints"):
+    for col in ("id", "generation", "threads", "checkpoints", "member"):
         df[col] = df[col].astype("Int64")
     df.attrs["source"] = source
     return df
@@ -573,7 +538,7 @@ class StatsHistory:
     def __init__(self, saver: HybridSaver, maxlen: int = 10_000, min_gap: float = 1.0) -> None:
         self.saver = saver
         self.min_gap = min_gap
-        self._samples: deque[tuple[datetime, int, int, int, float]] = deque(maxlen=maxlen)
+        self._samples: deque[tuple] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -610,19 +575,86 @@ class StatsHistory:
             return
         stats = self.saver.stats()
         with self._lock:
-            self._samples.append((now, stats.threads, stats.checkpoints, stats.pending, stats.lag_seconds))
+            self._samples.append(
+                (
+                    now,
+                    stats.threads,
+                    stats.checkpoints,
+                    stats.pending,
+                    stats.lag_seconds,
+                    stats.resident_bytes,
+                    stats.memory_budget,
+                )
+            )
 
     def on_run(self, _run: BackupRun) -> None:
         """Backup listener: sample right after every run."""
         self.sample(force=True)
 
     def frame(self) -> pd.DataFrame:
-        """Columns ``at``, ``threads``, ``checkpoints``, ``pending``, ``lag_s``; oldest first."""
+        """Columns ``at``, ``threads``, ``checkpoints``, ``pending``, ``lag_s``, ``resident_bytes``,
+        ``budget``; oldest first."""
         with self._lock:
             rows = list(self._samples)
-        df = pd.DataFrame(rows, columns=["at", "threads", "checkpoints", "pending", "lag_s"])
+        df = pd.DataFrame(
+            rows, columns=["at", "threads", "checkpoints", "pending", "lag_s", "resident_bytes", "budget"]
+        )
         df["at"] = pd.to_datetime(df["at"], utc=True)
         return df
+
+
+MEMBER_COLUMNS = [
+    "member",
+    "name",
+    "host",
+    "pid",
+    "started",
+    "heartbeat",
+    "resident_threads",
+    "resident_bytes",
+    "memory_budget",
+    "pending",
+    "lag_s",
+    "last_backup",
+    "last_ok",
+    "interval",
+    "paused",
+    "this",
+]
+
+
+def members_frame(saver: HybridSaver) -> pd.DataFrame:
+    """The live members of the store with their figures as of their last heartbeat (this
+    process's own figures are live). Columns :data:`MEMBER_COLUMNS`."""
+    rows = []
+    mine = saver._figures() if saver.instance_id is not None else {}
+    for m in saver.members():
+        f = mine if m.instance_id == saver.instance_id else m.figures
+        rows.append(
+            (
+                m.instance_id,
+                m.name or "",
+                m.host,
+                m.pid,
+                m.started_at,
+                m.heartbeat_at,
+                int(f.get("resident_threads") or 0),
+                int(f.get("resident_bytes") or 0),
+                f.get("memory_budget"),
+                int(f.get("pending") or 0),
+                float(f.get("lag_seconds") or 0.0),
+                _parse_ts(f.get("last_run_at")),
+                f.get("last_run_ok"),
+                f.get("interval"),
+                bool(f.get("paused")),
+                m.instance_id == saver.instance_id,
+            )
+        )
+    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+    for col in ("started", "heartbeat", "last_backup"):
+        df[col] = pd.to_datetime(df[col], utc=True)
+    df["memory_budget"] = df["memory_budget"].astype("Int64")
+    return df
 
 
 # -- generations and restore -----------------------------------------------------------------------
@@ -651,24 +683,9 @@ def generations_frame(saver: HybridSaver, limit: int | None = None) -> pd.DataFr
     return df
 
 
-def memory_thread_counts(saver: HybridSaver) -> dict[str, tuple[int, str]]:
-    """thread_id -> (checkpoints, newest checkpoint id) in memory (threads with checkpoints only)."""
-    out: dict[str, tuple[int, str]] = {}
-    with saver.lock:
-        for tid, namespaces in saver.storage.items():
-            n = 0
-            newest = ""
-            for cps in namespaces.values():
-                if cps:
-                    n += len(cps)
-                    newest = max(newest, max(cps))
-            if n:
-                out[tid] = (n, newest)
-    return out
-
-
 def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None = None) -> pd.DataFrame:
-    """What restoring ``generation`` (all threads, or one) would do to the current state.
+    """What restoring ``generation`` (all threads, or one) would do to the store's current state
+    (as of the newest backup: a restore backs up what is pending first).
 
     One row per thread that differs, plus unchanged ones (columns :data:`PREVIEW_COLUMNS`):
     ``change`` is ``added`` (restore brings the thread back), ``removed`` (restore deletes it),
@@ -679,11 +696,8 @@ def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None =
         psycopg.Error, PoolTimeout: PostgreSQL cannot answer.
     """
     saver.store.get_generation(generation)
-    then = saver.store.thread_counts(generation)
-    now = memory_thread_counts(saver)
-    if thread_id is not None:
-        then = {k: v for k, v in then.items() if k == thread_id}
-        now = {k: v for k, v in now.items() if k == thread_id}
+    then = saver.store.thread_counts(generation, thread_id)
+    now = saver.store.thread_counts(None, thread_id)
     rows = []
     for tid in sorted(set(then) | set(now)):
         n_now, newest_now = now.get(tid, (0, ""))
@@ -726,7 +740,6 @@ __all__ = [
     "RUN_COLUMNS",
     "THREAD_COLUMNS",
     "StatsHistory",
-    "ThreadIndex",
     "attached",
     "backup_figures",
     "checkpoint_history",
@@ -734,15 +747,16 @@ __all__ = [
     "database_answering",
     "diff_checkpoints",
     "export_thread",
-    "filter_threads",
     "generations_frame",
-    "memory_thread_counts",
-    "paginate",
+    "members_frame",
+    "resident_threads_frame",
+    "thread_exists",
+    "thread_page",
+    "thread_titles",
     "pending_writes",
     "preview",
     "preview_summary",
     "restore_preview",
-    "thread_sizes",
     "runs_frame",
     "to_jsonable",
 ]

@@ -12,9 +12,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from streamlit.testing.v1 import AppTest
 
-from agent import chat_turn, thread_config
+from agent import build_graph, chat_turn, thread_config
 from dashboard.runtime import Runtime, get_runtime, reset_runtime
-from persistence import views
+from persistence import HybridSaver, views
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -150,17 +150,29 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
     for tid, name in (("alpha", "Ana"), ("beta", "Bob"), ("gamma", "Cy")):
         chat_turn(rt.graph, tid, f"my name is {name}")
         chat_turn(rt.graph, tid, "what is my name?")
+    rt.saver.backup()
+    chat_turn(rt.graph, "delta", "my name is Dee")  # not backed up yet: listed too
     open_page(at, "pages/threads.py")
     assert len(at.dataframe) == 1
-    assert sorted(at.dataframe[0].value["thread_id"]) == ["alpha", "beta", "gamma"]
-    assert "3 of 3 threads match" in texts(at)
+    table = at.dataframe[0].value.set_index("thread_id")
+    assert sorted(table.index) == ["alpha", "beta", "delta", "gamma"]
+    assert table.loc["delta", "status"] == "pending" and table.loc["alpha", "status"] == "backed up"
+    assert "4 threads" in texts(at)
     assert at.selectbox(key="threads_page_size").value == 25
 
+    # search reaches the message text, not only titles and ids
     at.text_input(key="threads_query").input("Bob").run()
     assert list(at.dataframe[0].value["thread_id"]) == ["beta"]
     at.text_input(key="threads_query").input("").run()
 
-    at.selectbox(key="threads_pick").select("alpha").run()
+    # the server sorts: by checkpoints, largest first
+    chat_turn(rt.graph, "gamma", "my name is Cyrus")
+    rt.saver.backup()
+    at.selectbox(key="threads_sort").select("Checkpoints").run()
+    assert at.dataframe[0].value["thread_id"].iloc[0] == "gamma"
+
+    at.query_params["thread"] = "alpha"
+    at.run()
     assert not at.exception
     assert [t.label for t in at.tabs] == ["Timeline", "State", "Diff", "Pending writes", "Actions"]
     history = frame_with(at, "updated_channels")
@@ -187,11 +199,12 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
     assert not at.exception
     fork_state = rt.graph.get_state(thread_config("alpha-fork")).values
     assert len(fork_state["messages"]) == 2 and fork_state["title"] == "my name is Ana (fork)"
-    assert at.selectbox(key="threads_pick").value == "alpha-fork"
+    assert at.query_params["thread"] == ["alpha-fork"]
     assert chat_turn(rt.graph, "alpha-fork", "what is my name?") == "Your name is Ana."
 
     # prune alpha to its newest 2 checkpoints, after a confirmation
-    at.selectbox(key="threads_pick").select("alpha").run()
+    at.query_params["thread"] = "alpha"
+    at.run()
     at.number_input(key="keep_n").set_value(2)
     at.button(key="prune").click().run()
     assert len(list(rt.saver.list(thread_config("alpha")))) > 2  # only asked so far
@@ -210,29 +223,58 @@ def test_backups_backup_now_interval_pause(app: AppTest) -> None:
     rt = runtime()
     open_page(at, "pages/backups.py")
     labels = [m.label for m in at.metric]
-    assert labels == ["Backup lag", "Pending changes", "Last backup", "Next run", "Generations kept", "Database size"]
+    assert labels == [
+        "Backup lag",
+        "Pending changes",
+        "Last backup",
+        "Next run",
+        "Generations kept",
+        "Database size",
+        "Memory used",
+        "Resident threads",
+        "Hit rate",
+        "Evictions",
+    ]
     assert at.metric[1].value != "0"
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 4
     assert rt.saver.generations() == []
+    members = frame_with(at, "resident_threads")
+    assert list(members["member"]) == [rt.saver.instance_id] and bool(members["this"].iloc[0])
 
     at.button(key="backup_now").click().run()
     assert not at.exception
     gens = rt.saver.generations()
     assert len(gens) == 1 and gens[0].checkpoints == 3
     assert any(f"generation {gens[0].generation}" in t.value for t in at.toast)
-    runs = frame_with(at, "lag_s")
+    runs = frame_with(at, "duration_s")
     assert list(runs["trigger"])[:1] == ["manual"] and bool(runs["ok"].iloc[0])
     assert at.metric[1].value == "0"  # pending
     assert at.metric[4].value.startswith("1 /")
     assert "***" in texts(at) or "password" not in runtime().database_masked
 
+    # nothing pending: no empty generation, and the page says so
+    at.button(key="backup_now").click().run()
+    assert len(rt.saver.generations()) == 1
+    assert any("Nothing to back up" in t.value for t in at.toast)
+
+    # interval and pause are kept in the store: a restart brings them back
     at.number_input(key="interval_seconds").set_value(120.0)
     next(b for b in at.button if b.label == "Apply").click().run()
     assert rt.saver.scheduler.interval == 120.0
     at.button(key="pause").click().run()
     assert rt.saver.scheduler.paused and at.metric[3].value == "paused"
+    assert "Scheduled backups of this dashboard's saver are paused" in texts(at)
+    reset_runtime()
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), "pages/backups.py")
+    rt = runtime()
+    assert rt.saver.scheduler.interval == 120.0 and rt.saver.scheduler.paused
+    assert "paused" in texts(at)
     at.button(key="resume").click().run()
     assert not rt.saver.scheduler.paused
+
+    # verify a generation: every row matches its checksum
+    at.button(key="verify").click().run()
+    assert "rows match their checksums" in texts(at)
 
 
 def test_backups_page_shows_failed_runs(app: AppTest, db_url: str) -> None:
@@ -250,7 +292,7 @@ def test_backups_page_shows_failed_runs(app: AppTest, db_url: str) -> None:
         assert not at.exception
         assert any("Backup failed" in t.value for t in at.toast)
         assert "failed run" in texts(at)
-        runs = frame_with(at, "lag_s")
+        runs = frame_with(at, "duration_s")
         assert not bool(runs["ok"].iloc[0]) and "checkpoints" in runs["error"].iloc[0]
         open_page(at, "pages/chat.py")
         assert "The last backup failed" in texts(at)  # every page says so
@@ -262,6 +304,23 @@ def test_backups_page_shows_failed_runs(app: AppTest, db_url: str) -> None:
     assert any("Backup written" in t.value for t in at.toast)
     assert "The last backup failed" not in texts(at)
     assert at.metric[4].value.startswith("2 /")  # generations kept: database figures are back
+
+
+def test_backup_now_for_every_member(app: AppTest, open_saver: Callable[..., HybridSaver]) -> None:
+    other = open_saver(name="app")  # another process's saver on the same store, in this test's process
+    at = app.run()
+    rt = runtime()
+    chat_turn(rt.graph, "here", "my name is Ana")
+    chat_turn(build_graph(other), "there", "my name is Bob")
+    open_page(at, "pages/backups.py")
+    members = frame_with(at, "resident_threads")
+    assert sorted(members["member"]) == sorted([rt.saver.instance_id, other.instance_id])
+    at.button(key="backup_all").click().run()
+    assert not at.exception
+    toast = " ".join(t.value for t in at.toast)
+    assert f"member {rt.saver.instance_id}" in toast and f"member {other.instance_id}" in toast
+    assert not rt.saver.pending_threads() and not other.pending_threads()
+    assert {"here", "there"} <= set(rt.saver.store.live_thread_ids())
 
 
 # -- restore -------------------------------------------------------------------------------------------
@@ -289,10 +348,11 @@ def test_restore_all_puts_back_the_chosen_state_and_can_be_undone(app: AppTest) 
 
     at.button(key="restore").click().run()
     assert "Restore this generation" in texts(at) or at.button(key="confirm-restore")
-    assert "other" in rt.saver.thread_ids()  # nothing happens before the confirmation
+    assert "other" in rt.saver.store.live_thread_ids()  # nothing happens before the confirmation
     at.button(key="confirm-restore").click().run()
     assert not at.exception
-    assert sorted(rt.saver.thread_ids()) == [thread_id]
+    assert sorted(rt.saver.store.live_thread_ids()) == [thread_id]
+    assert "Rewriting" in texts(at) or at.session_state["restore_result"]["phases"]
     result = at.session_state["restore_result"]["result"]
     assert result.restored_from == first and result.undo_generation is not None
     assert f"restore generation **{result.undo_generation}**" in texts(at)
@@ -304,7 +364,7 @@ def test_restore_all_puts_back_the_chosen_state_and_can_be_undone(app: AppTest) 
     at.button(key="undo").click().run()
     at.button(key="confirm-restore").click().run()
     assert not at.exception
-    assert sorted(rt.saver.thread_ids()) == sorted([thread_id, "other"])
+    assert sorted(rt.saver.store.live_thread_ids()) == sorted([thread_id, "other"])
     messages = rt.graph.get_state(thread_config(thread_id)).values["messages"]
     assert messages[-1].content == "Got it: your name is Bob. I'll remember that."
 
@@ -417,12 +477,44 @@ def test_offline_database_chat_keeps_working_and_recovers(
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_store_owned_by_another_saver_says_so(app: AppTest, open_saver: Callable[..., object]) -> None:
-    open_saver()
+def test_dashboard_starts_next_to_another_saver(app: AppTest, open_saver: Callable[..., HybridSaver]) -> None:
+    other = open_saver()
     at = app.run()
     assert not at.exception
-    assert "The dashboard cannot start" in texts(at) and "Another saver already owns" in texts(at)
-    assert [b.label for b in at.button] == ["Retry"]
+    assert "The dashboard cannot start" not in texts(at)
+    assert runtime().saver.instance_id != other.instance_id
+
+
+def test_big_restore_asks_for_the_generation_number(app: AppTest) -> None:
+    at = app.run()
+    rt = runtime()
+    chat_turn(rt.graph, "keep", "my name is Ana")
+    first = rt.saver.backup().generation
+    for i in range(12):
+        chat_turn(rt.graph, f"extra-{i}", f"my name is N{i}")
+    rt.saver.backup()
+    open_page(at, "pages/restore.py")
+    at.selectbox(key="restore_generation").select(first).run()
+    assert "removes 12 of 13 threads" in texts(at)
+    at.button(key="restore").click().run()
+    assert "extra-0" in texts(at)  # the threads that go are named
+    at.button(key="confirm-restore").click().run()
+    assert "Type" in texts(at) and len(rt.saver.store.live_thread_ids()) == 13  # refused without the number
+    at.text_input(key="restore_typed").input(str(first))
+    at.button(key="confirm-restore").click().run()
+    assert not at.exception
+    assert rt.saver.store.live_thread_ids() == ["keep"]
+
+
+def test_delete_of_a_never_backed_up_thread_says_it_is_permanent(app: AppTest) -> None:
+    at = app.run()
+    at.chat_input[0].set_value("my name is Ana").run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert "never backed up" in texts(at) and "permanent" in texts(at)
+    at.button(key="delete-backup-first").click().run()
+    assert not at.exception
+    assert runtime().saver.generations()
+    assert "can be restored" in texts(at)
 
 
 def test_bad_setting_says_what_to_fix(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,7 +47,7 @@ def main() -> int:
 
     from agent import build_graph, chat_turn, thread_config
     from agent.responder import OfflineResponder
-    from persistence import DatabaseUnavailable, HybridSaver, ThreadBusy
+    from persistence import DatabaseUnavailable, HybridSaver, ThreadBusy, ThreadRestored
 
     interval = None if args.interval == "none" else float(args.interval)
     saver = HybridSaver.from_url(
@@ -77,6 +77,8 @@ def main() -> int:
                 self._send(200, action())
             except ThreadBusy as exc:
                 self._send(409, {"error": str(exc), "owner": exc.owner})
+            except ThreadRestored as exc:
+                self._send(409, {"error": str(exc), "restored": True})
             except DatabaseUnavailable as exc:
                 self._send(503, {"error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - the driver gets the error, the member keeps serving
