@@ -111,7 +111,7 @@ def dialogs(runtime: Runtime, on_deleted: Any = None) -> None:
                 run = saver.backup(trigger="manual")
             if not outcome.failed:
                 logger.debug("backup before a delete: generation %s", run.generation)
-                st.rerun(scope="fragment")
+                st.rerun()  # the dialog stays open (its request is in session state) and says so now
 
     def delete(req: dict[str, Any]) -> bool:
         with ui.reporting("Delete", runtime) as outcome:

@@ -81,7 +81,9 @@ if now_col.button("Backup now", type="primary", icon=":material/backup:", key="b
         _toast_run(run)
         st.session_state.backups_last_manual = run
         st.rerun()
-if all_col.button("Backup now: all members", icon=":material/cloud_sync:", key="backup_all", width="stretch"):
+if all_col.button(
+    "All members", icon=":material/cloud_sync:", key="backup_all", width="stretch", help="Backup now on every member"
+):
     with ui.reporting("Backup of every member", runtime) as outcome:
         _backup_members([m.instance_id for m in saver.members()])
     if not outcome.failed:

@@ -29,7 +29,7 @@ def _select_next(thread_id: str | None) -> None:
 
 # -- search and table ----------------------------------------------------------------------------
 started = time.perf_counter()
-search, sort_col, order_col, size_col = st.columns([4, 2, 1, 1])
+search, sort_col, order_col, size_col = st.columns([4, 2, 2, 1])
 query = search.text_input("Search", key="threads_query", placeholder="message text, title or thread id")
 sort_label = sort_col.selectbox("Sort by", list(views.THREAD_SORTS), key="threads_sort")
 descending = (
@@ -63,7 +63,7 @@ with table_slot:
         )
     else:
         st.caption(
-            f"{total:,} threads{' match' if query.strip() else ''} · page {min(page, pages)} of {pages} · "
+            f"{ui.plural(total, 'thread')}{' match' if query.strip() else ''} · page {min(page, pages)} of {pages} · "
             f"sorted by {sort_label.lower()} over all threads by PostgreSQL · {elapsed * 1000:,.0f} ms"
         )
     picked = st.dataframe(
@@ -126,6 +126,7 @@ if open_col.button("Open in Chat", icon=":material/chat:", key="open_in_chat", w
     st.switch_page("pages/chat.py")
 internals = st.toggle("Show LangGraph internals", key="threads_internals", help="Steps, sources, task ids")
 cids = list(history["checkpoint_id"])
+number = {cid: len(cids) - i for i, cid in enumerate(cids)}  # 1 = the oldest checkpoint
 
 
 SOURCES = {"input": "user input", "loop": "graph step", "update": "edited", "fork": "forked"}
@@ -137,7 +138,7 @@ def _label(cid: str) -> str:
     what = SOURCES.get(str(row["source"]), str(row["source"] or "checkpoint"))
     if internals:
         return f"step {row['step']} · {row['source']} · {when} · {cid[-12:]}"
-    return f"{what} · {when}"
+    return f"#{number[cid]} {what} · {when}"
 
 
 timeline, state_tab, diff_tab, writes_tab, actions_tab = st.tabs(

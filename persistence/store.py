@@ -552,6 +552,8 @@ class Store:
         offset: int = 0,
         limit: int = 50,
         thread_ids: Sequence[str] | None = None,
+        hide_claims_of: int | None = None,
+        unless: Sequence[str] = (),
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the store's threads, searched, sorted and counted by PostgreSQL.
 
@@ -573,6 +575,9 @@ class Store:
         if thread_ids is not None:
             where.append(sql.SQL("t.thread_id = ANY(%s)"))
             params.append([enc(t) for t in thread_ids])
+        if hide_claims_of is not None:
+            where.append(sql.SQL("(s.thread_id IS NOT NULL OR o.owner IS DISTINCT FROM %s OR t.thread_id = ANY(%s))"))
+            params += [hide_claims_of, [enc(t) for t in unless]]
         order = sql.SQL("{} {} NULLS LAST, t.thread_id").format(
             sql.SQL("t.thread_id") if sort == "thread_id" else sql.Identifier("s", sort),
             sql.SQL("DESC" if descending else "ASC"),

@@ -121,7 +121,16 @@ def thread_page(
     if not database_answering(saver):
         raise HybridSaverError("PostgreSQL is not answering")
     offset = (max(1, page) - 1) * page_size
-    rows, total = saver.store.thread_page(query=query, sort=sort, descending=descending, offset=offset, limit=page_size)
+    # threads this member claimed by reading them but that hold nothing are not listed
+    rows, total = saver.store.thread_page(
+        query=query,
+        sort=sort,
+        descending=descending,
+        offset=offset,
+        limit=page_size,
+        hide_claims_of=saver.instance_id,
+        unless=[t for t in saver.pending_threads() if any(saver.storage.get(t, {}).values())],
+    )
     return _thread_frame(saver, rows), total
 
 
@@ -133,8 +142,6 @@ def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFram
     for r in rows:
         tid = r["thread_id"]
         owner = r.get("owner")
-        if not r.get("backed_up") and owner == me and not any(saver.storage.get(tid, {}).values()):
-            continue  # claimed by a read here, no checkpoint yet: not a thread to show
         if tid in resident:
             where = "here"
         elif owner is not None and owner != me:
@@ -683,6 +690,22 @@ def generations_frame(saver: HybridSaver, limit: int | None = None) -> pd.DataFr
     return df
 
 
+def current_thread_counts(saver: HybridSaver, thread_id: str | None = None) -> dict[str, tuple[int, str]]:
+    """thread_id -> (checkpoints, newest checkpoint id) now: the store's live rows, overlaid with
+    the threads this member changed since its last backup (read from memory)."""
+    now = saver.store.thread_counts(None, thread_id)
+    for tid in saver.pending_threads():
+        if thread_id is not None and tid != thread_id:
+            continue
+        namespaces = saver.thread_rows(tid).storage.get(tid, {})
+        ids = [cid for cps in namespaces.values() for cid in cps]
+        if ids:
+            now[tid] = (len(ids), max(ids))
+        else:
+            now.pop(tid, None)  # deleted here, not backed up yet
+    return now
+
+
 def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None = None) -> pd.DataFrame:
     """What restoring ``generation`` (all threads, or one) would do to the store's current state
     (as of the newest backup: a restore backs up what is pending first).
@@ -697,7 +720,7 @@ def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None =
     """
     saver.store.get_generation(generation)
     then = saver.store.thread_counts(generation, thread_id)
-    now = saver.store.thread_counts(None, thread_id)
+    now = current_thread_counts(saver, thread_id)
     rows = []
     for tid in sorted(set(then) | set(now)):
         n_now, newest_now = now.get(tid, (0, ""))
@@ -748,6 +771,7 @@ __all__ = [
     "diff_checkpoints",
     "export_thread",
     "generations_frame",
+    "current_thread_counts",
     "members_frame",
     "resident_threads_frame",
     "thread_exists",

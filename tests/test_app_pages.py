@@ -196,10 +196,10 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
     at.selectbox(key="fork_from").select(after_first)
     at.text_input(key="fork_id").input("alpha-fork")
     at.button(key="fork").click().run()
-    assert not at.exception
+    assert not at.exception and not at.error, [e.value for e in at.error]
     fork_state = rt.graph.get_state(thread_config("alpha-fork")).values
     assert len(fork_state["messages"]) == 2 and fork_state["title"] == "my name is Ana (fork)"
-    assert at.query_params["thread"] == ["alpha-fork"]
+    assert at.query_params["thread"] == "alpha-fork"
     assert chat_turn(rt.graph, "alpha-fork", "what is my name?") == "Your name is Ana."
 
     # prune alpha to its newest 2 checkpoints, after a confirmation
@@ -468,7 +468,7 @@ def test_offline_database_chat_keeps_working_and_recovers(
         gens = saver.generations()
         assert gens and gens[-1].threads == 1 and gens[-1].trigger == "scheduled"
         at.button(key="backup_now").click().run()
-        assert any("Backup written" in t.value for t in at.toast)
+        assert any("Nothing to back up" in t.value for t in at.toast)  # the scheduled run wrote it all
         open_page(at, "pages/chat.py")
         assert chat_messages(at)[-1] == ("assistant", "Your name is Ana.")
     finally:

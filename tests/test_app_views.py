@@ -10,34 +10,43 @@ from agent.graph import RESPOND_NODE
 from persistence import HybridSaver, views
 
 
-def test_thread_index_titles_counts_status_and_cache(open_saver: Callable[..., HybridSaver]) -> None:
-    saver = open_saver()
+def test_thread_page_lists_every_thread_searched_and_sorted_by_the_server(
+    open_saver: Callable[..., HybridSaver],
+) -> None:
+    saver = open_saver(memory_budget=64 * 1024)
     graph = build_graph(saver)
     chat_turn(graph, "a", "my name is Ana")
     chat_turn(graph, "b", "my name is Bob")
+    chat_turn(graph, "b", "remember that I like tea")
     saver.get_tuple(thread_config("ghost"))  # a read of an unknown thread is not a thread
-    index = views.ThreadIndex(saver)
-
-    df = index.frame()
-    assert list(df["thread_id"]) == ["b", "a"]  # newest first
-    assert list(df["title"]) == ["my name is Bob", "my name is Ana"]
-    assert not df["backed_up"].any() and index.last_decoded == 2
+    df, total = views.thread_page(saver)
+    assert total == 2 and set(df["thread_id"]) == {"a", "b"}
+    assert set(df["status"]) == {"pending"}  # figures read from memory while not backed up
+    assert df.set_index("thread_id").loc["a", "title"] == "my name is Ana"
 
     saver.backup()
     graph.update_state(thread_config("a"), {"title": "Ana's"}, as_node=RESPOND_NODE)
-    df = index.frame().set_index("thread_id")
-    assert index.last_decoded == 1  # only the thread with a new checkpoint is decoded again
-    assert df.loc["a", "title"] == "Ana's" and not df.loc["a", "backed_up"] and df.loc["b", "backed_up"]
-    assert df.loc["a", "updated"] > df.loc["b", "updated"]
+    df = views.thread_page(saver)[0].set_index("thread_id")
+    assert df.loc["a", "title"] == "Ana's" and df.loc["a", "status"] == "pending"
+    assert df.loc["b", "status"] == "backed up" and df.loc["b", "where"] == "here"
 
-    full = index.frame()
-    assert list(views.filter_threads(full, "ana's")["thread_id"]) == ["a"]
-    assert list(views.filter_threads(full, "", "backed up")["thread_id"]) == ["b"]
-    assert list(views.filter_threads(full, '"source": "update"')["thread_id"]) == ["a"]  # metadata
-    rows, pages = views.paginate(full, page=5, page_size=1)
-    assert pages == 2 and list(rows["thread_id"]) == ["b"]  # clamped to the last page
-    sizes = views.thread_sizes(saver, ["a", "b"])
-    assert sizes["a"] > sizes["b"] > 0
+    # the server sorts and searches all threads (message text included)
+    by_size, _ = views.thread_page(saver, sort="checkpoints", descending=True)
+    assert by_size["thread_id"].iloc[0] == "b"
+    tea, n = views.thread_page(saver, query="TEA")
+    assert n == 1 and list(tea["thread_id"]) == ["b"] and "tea" in tea["snippet"].iloc[0]
+    page2, n = views.thread_page(saver, page=2, page_size=1, sort="thread_id", descending=False)
+    assert n == 2 and list(page2["thread_id"]) == ["b"]
+
+    # a cold thread is listed (held nowhere), and opening it loads it
+    saver.backup()
+    other = open_saver()
+    chat_turn(build_graph(other), "c", "my name is Cy")
+    other.close()
+    df = views.thread_page(saver)[0].set_index("thread_id")
+    assert df.loc["c", "where"] == "cold" and df.loc["c", "title"] == "my name is Cy"
+    assert views.thread_exists(saver, "c") and "c" in saver.thread_ids()
+    assert views.thread_titles(saver, ["a", "c", "nope"]) == {"a": "Ana's", "c": "my name is Cy"}
 
 
 def test_history_state_diff_writes_and_export(open_saver: Callable[..., HybridSaver]) -> None:
@@ -79,9 +88,12 @@ def test_runs_generations_and_restore_preview(open_saver: Callable[..., HybridSa
     saver.delete_thread("keep")
     saver.backup()
 
+    saver.backup()  # nothing pending: folded, not a generation
     runs = views.runs_frame(saver)
     assert runs.attrs["source"] == "database" and list(runs["trigger"]) == ["manual", "manual"]
     assert runs["ok"].all() and (runs["duration_s"] >= 0).all() and runs["checkpoints"].iloc[-1] == 6
+    assert list(runs["member"]) == [saver.instance_id] * 2
+    assert len(views.runs_frame(saver, empty=True)) >= 2
 
     gens = views.generations_frame(saver)
     assert list(gens["generation"]) == [first + 1, first]
@@ -98,6 +110,11 @@ def test_runs_generations_and_restore_preview(open_saver: Callable[..., HybridSa
     figures = views.backup_figures(saver)
     assert figures["generations_kept"] == 2 and figures["database_size"] > 0 and figures["pending"] == 0
     assert figures["last_run_ok"] is True and figures["attached"]
+    assert figures["store_threads"] == 2 and figures["memory_budget"] is None
+
+    members = views.members_frame(saver)
+    assert list(members["member"]) == [saver.instance_id] and members["this"].all()
+    assert members["resident_threads"].iloc[0] == saver.stats().resident_threads >= 2
 
 
 def test_stats_history_samples_after_every_run(open_saver: Callable[..., HybridSaver]) -> None:
@@ -110,6 +127,7 @@ def test_stats_history_samples_after_every_run(open_saver: Callable[..., HybridS
     saver.backup()
     frame = history.frame()
     assert list(frame["checkpoints"]) == [0, 3] and list(frame["pending"]) == [0, 0]
+    assert frame["resident_bytes"].iloc[-1] > frame["resident_bytes"].iloc[0]
 
 
 def test_to_jsonable_handles_what_states_hold() -> None:

@@ -18,6 +18,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from tests.helpers.fleet import start_members, stop_all
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -57,50 +59,78 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     raise AssertionError(f"streamlit did not become healthy in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run` of the dashboard with a password, on the test database; stopped after."""
-    port = _free_port()
-    secrets = tmp_path / "secrets.toml"
-    secrets.write_text(f'admin_password = "{PASSWORD}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k != "HYBRID_SAVER_NO_SIGNALS"}
-    env.update({"DATABASE_URL": db_url, "BACKUP_INTERVAL": "3600", "DASHBOARD_REFRESH": "2", "PYTHONUNBUFFERED": "1"})
-    log = tmp_path / "streamlit.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--secrets.files",
-                str(secrets),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+class Dashboard:
+    """`streamlit run` of the dashboard with a password on a database; can be stopped and started again."""
+
+    def __init__(self, db_url: str, folder: Path) -> None:
+        self.db_url = db_url
+        self.folder = folder
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = folder / "streamlit.log"
+        secrets = folder / "secrets.toml"
+        secrets.write_text(f'admin_password = "{PASSWORD}"\n')
+        self.secrets = secrets
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k != "HYBRID_SAVER_NO_SIGNALS"}
+        env.update(
+            {"DATABASE_URL": self.db_url, "BACKUP_INTERVAL": "3600", "DASHBOARD_REFRESH": "2", "PYTHONUNBUFFERED": "1"}
         )
-    url = f"http://127.0.0.1:{port}"
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    "streamlit_app.py",
+                    "--server.headless",
+                    "true",
+                    "--browser.gatherUsageStats",
+                    "false",
+                    "--server.port",
+                    str(self.port),
+                    "--server.address",
+                    "127.0.0.1",
+                    "--secrets.files",
+                    str(self.secrets),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_healthy(self.url, self.proc, self.log)
+
+    def stop(self) -> int:
+        """SIGTERM: streamlit stops and the saver takes its final backup; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("streamlit did not exit within 30 s of SIGTERM")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def dashboard(db_url: str, tmp_path: Path) -> Iterator[Dashboard]:
+    """The dashboard on the test database, started; killed after the test if still running."""
+    board = Dashboard(db_url, tmp_path)
     try:
-        _wait_healthy(url, proc, log)
-        yield url, proc
+        board.start()
+        yield board
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        (ARTIFACTS / "streamlit.log").parent.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "streamlit.log").write_text(log.read_text())
+        board.kill()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "streamlit.log").write_text(board.log.read_text())
 
 
 def _shot(page: Page, name: str) -> None:
@@ -135,45 +165,77 @@ def _say(page: Page, text: str, reply: str) -> None:
     _idle(page)
 
 
-def test_chat_backup_restore_in_a_browser(server: tuple[str, subprocess.Popen], db_url: str) -> None:
-    url, proc = server
+def _login(page: Page, url: str, path: str = "") -> None:
+    page.goto(f"{url}/{path}")
+    password = page.get_by_label("Admin password")
+    expect(password).to_be_visible(timeout=WAIT_MS)
+    password.fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_test_id("stSidebarNav")).to_be_visible(timeout=WAIT_MS)
+
+
+def _router_navigation(page: Page) -> None:
+    """The sidebar is the router's (page titles in sections), not a list of the pages/ files."""
+    nav = page.get_by_test_id("stSidebarNav")
+    for title in ("Chat", "Threads", "Backups", "Restore"):
+        expect(nav.get_by_role("link", name=title, exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(nav).not_to_contain_text("streamlit app")
+    expect(nav).to_contain_text("Operations")
+
+
+@pytest.mark.all_postgres
+def test_chat_backup_restore_in_a_browser(dashboard: Dashboard, db_url: str, pg_version: str) -> None:
+    url = dashboard.url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = pg_version == "18"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
-            # a deep link as the server's very first request still shows only the login
-            page.goto(f"{url}/threads")
+            # a deep link as the server's very first request: the login only, then the router's pages
+            page.goto(f"{url}/backups")
             password = page.get_by_label("Admin password")
             expect(password).to_be_visible(timeout=WAIT_MS)
-            expect(page.get_by_text("threads match")).to_have_count(0)
+            expect(page.get_by_text("Backup lag")).to_have_count(0)
             password.fill("not it")
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_text("Wrong password")).to_be_visible(timeout=WAIT_MS)
             expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
-            _shot(page, "login")
+            if shots:
+                _shot(page, "login")
             password.fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("threads match")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_role("heading", name="Backups", level=1)).to_be_visible(timeout=WAIT_MS)
+            _router_navigation(page)
 
-            # chat two turns
+            # chat two turns; the thread was never backed up: its delete is permanent
             _nav(page, "Chat")
             _say(page, "my name is Ana", "Got it: your name is Ana")
             _say(page, "what is my name?", "Your name is Ana.")
             expect(page.get_by_text("latest changes not backed up yet")).to_be_visible()
-            _shot(page, "chat")
+            page.get_by_role("button", name="Delete", exact=True).click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog).to_contain_text("never backed up", timeout=WAIT_MS)
+            expect(dialog).to_contain_text("permanent")
+            dialog.get_by_role("button", name="Cancel").click()
+            expect(dialog).to_have_count(0, timeout=WAIT_MS)
+            _idle(page)
+            if shots:
+                _shot(page, "chat")
 
             # Backup now, and the run on the Backups page
             _nav(page, "Backups")
-            page.get_by_role("button", name="Backup now").click()
+            page.get_by_role("button", name="Backup now", exact=True).click()
             expect(page.get_by_text(re.compile(r"Backup written: generation 1\b"))).to_be_visible(timeout=WAIT_MS)
             kept = page.get_by_test_id("stMetric").filter(has_text="Generations kept")
             expect(kept).to_contain_text("1 / 50", timeout=WAIT_MS)
-            runs = page.get_by_test_id("stDataFrame").last
-            expect(runs).to_contain_text("manual", timeout=WAIT_MS)
-            _shot(page, "backups")
+            _idle(page)
+            page.get_by_role("button", name="Backup now", exact=True).click()
+            expect(page.get_by_text("Nothing to back up")).to_be_visible(timeout=WAIT_MS)
+            if shots:
+                _shot(page, "backups")
 
-            # a third turn after the backup, then restore generation 1
+            # a third turn after the backup, a second thread, then restore generation 1 (all threads)
             _nav(page, "Chat")
             _say(page, "my name is Bob", "your name is Bob")
             _nav(page, "Restore")
@@ -187,7 +249,8 @@ def test_chat_backup_restore_in_a_browser(server: tuple[str, subprocess.Popen], 
             result = page.get_by_test_id("stAlertContentSuccess")
             expect(result).to_contain_text("Restored generation 1", timeout=WAIT_MS)
             expect(result).to_contain_text(re.compile(r"To undo, restore generation \d+"))
-            _shot(page, "restore")
+            if shots:
+                _shot(page, "restore")
 
             # the chat is as it was at generation 1
             _nav(page, "Chat")
@@ -196,23 +259,128 @@ def test_chat_backup_restore_in_a_browser(server: tuple[str, subprocess.Popen], 
             expect(messages).to_have_count(4)
             expect(page.get_by_text("my name is Bob")).to_have_count(0)
 
-            # the Threads page with the thread open
-            _nav(page, "Threads")
-            page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Thread", exact=True)).click()
+            # undo it for one thread only: pick the thread (by its title) and restore the undo generation
+            with psycopg.connect(db_url) as conn:
+                undo = conn.execute(
+                    "SELECT max(generation) FROM hybrid_saver.generations WHERE trigger = 'pre-restore'"
+                ).fetchone()[0]
+            _nav(page, "Restore")
+            page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Generation", exact=True)).click()
+            page.get_by_role("option", name=re.compile(rf"^#{undo} ")).click()
+            _idle(page)
+            page.get_by_text("One thread", exact=True).click()
+            _idle(page)
+            picker = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Thread (type to search"))
+            picker.click()
+            page.keyboard.type("my name is")
             page.get_by_role("option").first.click()
+            _idle(page)
+            page.get_by_role("button", name=re.compile(rf"Restore generation {undo} \(thread ")).click()
+            page.get_by_role("dialog").get_by_role("button", name="Restore", exact=True).click()
+            expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text(
+                f"Restored generation {undo}", timeout=WAIT_MS
+            )
+            _nav(page, "Chat")
+            expect(page.get_by_test_id("stChatMessage").last).to_contain_text("your name is Bob", timeout=WAIT_MS)
+
+            # the Threads page, a row clicked opens the thread
+            _nav(page, "Threads")
+            grid = page.get_by_test_id("stDataFrame").first
+            expect(grid).to_contain_text("my name is Ana", timeout=WAIT_MS)
+            grid.locator("canvas").first.click(position={"x": 14, "y": 52}, force=True)  # the first row's selector
             expect(page.get_by_role("tab", name="Timeline")).to_be_visible(timeout=WAIT_MS)
-            expect(page.get_by_test_id("stToast")).to_have_count(0, timeout=WAIT_MS)  # the restore's toast
-            _shot(page, "threads")
+            expect(page).to_have_url(re.compile(r"thread=chat-"), timeout=WAIT_MS)
+            if shots:
+                _shot(page, "threads")
         finally:
             browser.close()
 
-    # SIGTERM: streamlit stops, the saver takes its final backup at exit
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        pytest.fail("streamlit did not exit within 30 s of SIGTERM")
-    assert proc.returncode is not None
+    assert dashboard.stop() is not None
     with psycopg.connect(db_url) as conn:
         triggers = [r[0] for r in conn.execute("SELECT trigger FROM hybrid_saver.runs ORDER BY id")]
     assert triggers[0] == "manual" and triggers[-1] == "close", triggers
+
+
+def test_fleet_console_in_a_browser(dashboard: Dashboard, db_url: str, tmp_path: Path) -> None:
+    """The dashboard next to two app processes on the same store: members listed, Backup now for all
+    writes a generation from each, a restore is coordinated; interval and pause survive a restart;
+    sorting by checkpoints puts the largest thread of the store first."""
+    members = start_members(db_url, 2, tmp_path, interval="none")
+    try:
+        for i, member in enumerate(members):
+            for turn in range(2 + 3 * i):  # the second member's thread is the largest of the store
+                assert member.post("/turn", {"thread": f"app-{i}", "text": f"note {turn}"}).status_code == 200
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 900})
+                _login(page, dashboard.url, "backups")
+                table = page.get_by_test_id("stDataFrame").first
+                for member in members:
+                    expect(table).to_contain_text(str(member.instance_id), timeout=WAIT_MS)
+                expect(table).to_contain_text("(this dashboard)")
+                page.get_by_role("button", name="All members").click()
+                toast = page.get_by_test_id("stToast")
+                expect(toast).to_contain_text("Backed up", timeout=WAIT_MS)
+                with psycopg.connect(db_url) as conn:
+                    writers = {
+                        r[0]
+                        for r in conn.execute("SELECT instance_id FROM hybrid_saver.runs WHERE generation IS NOT NULL")
+                    }
+                assert {m.instance_id for m in members} <= writers
+                _shot(page, "fleet")
+
+                # interval and pause, kept in the store
+                _idle(page)
+                page.get_by_label("Backup interval (seconds, kept across restarts)").fill("45")
+                page.get_by_role("button", name="Apply").click()
+                expect(page.get_by_text("Backups now run every")).to_be_visible(timeout=WAIT_MS)
+                _idle(page)
+                page.get_by_role("button", name="Pause", exact=True).click()
+                expect(page.get_by_text("Scheduled backups of this dashboard's saver are paused")).to_be_visible(
+                    timeout=WAIT_MS
+                )
+
+                # the largest thread of the store first, sorted by PostgreSQL
+                _nav(page, "Threads")
+                page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Sort by", exact=True)).click()
+                page.get_by_role("option", name="Checkpoints").click()
+                _idle(page)
+                grid = page.get_by_test_id("stDataFrame").first
+                expect(grid).to_contain_text("app-1", timeout=WAIT_MS)
+                deadline = time.monotonic() + WAIT_MS / 1000
+                while time.monotonic() < deadline:
+                    text = grid.text_content() or ""
+                    if "app-0" in text and text.index("app-1") < text.index("app-0"):
+                        break
+                    page.wait_for_timeout(200)
+                else:
+                    pytest.fail(f"app-1 (the largest thread) is not listed first: {grid.text_content()!r}")
+
+                # a coordinated restore: generation 1 for every thread, through the dashboard
+                _nav(page, "Restore")
+                page.get_by_role("button", name=re.compile(r"Restore generation \d+ \(all threads\)")).click()
+                page.get_by_role("dialog").get_by_role("button", name="Restore", exact=True).click()
+                expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Restored", timeout=WAIT_MS)
+                expect(page.get_by_text("handed over their threads first")).to_be_visible(timeout=WAIT_MS)
+            finally:
+                browser.close()
+        # the members serve the restored state
+        assert members[1].texts("app-1") == [f"note {t}" for t in range(5)]
+
+        # a restart keeps the interval and the pause
+        dashboard.stop()
+        dashboard.start()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 900})
+                _login(page, dashboard.url, "backups")
+                expect(page.get_by_text("Scheduled backups of this dashboard's saver are paused")).to_be_visible(
+                    timeout=WAIT_MS
+                )
+                expect(page.get_by_label("Backup interval (seconds, kept across restarts)")).to_have_value("45.00")
+            finally:
+                browser.close()
+    finally:
+        stop_all(members)
