@@ -58,11 +58,11 @@ async def checkpointer() -> AsyncIterator[HybridSaver]:
     Opening and closing block on the database, so both run in a worker thread, off the event loop.
     """
     saver = await asyncio.to_thread(saver_from_env)
-    logger.debug("HybridSaver member %s serving the Agent Server", saver.instance_id)
     try:
         yield saver
     finally:
         await asyncio.to_thread(saver.close)
+        logger.info("HybridSaver member %s closed", saver.instance_id)
 
 
 __all__ = ["checkpointer", "saver_from_env"]
