@@ -52,7 +52,16 @@ class _Server:
     def start(self) -> None:
         self.out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(self.port), "--config", "langgraph.json"],
+            [
+                str(LANGGRAPH),
+                "dev",
+                "--no-browser",
+                "--no-reload",
+                "--port",
+                str(self.port),
+                "--config",
+                "langgraph.json",
+            ],
             cwd=self.cwd,
             env=self.env,
             stdout=self.out,
@@ -115,7 +124,9 @@ def test_agent_server_remembers_across_runs_and_restarts(db_url: str, workdir: P
         client = get_sync_client(url=server.url)
         thread = client.threads.create()
         tid = thread["thread_id"]
-        assert _say(client, tid, "Hi, my name is Ada Lovelace.") == "Nice to meet you, Ada Lovelace. I will remember that."
+        assert (
+            _say(client, tid, "Hi, my name is Ada Lovelace.") == "Nice to meet you, Ada Lovelace. I will remember that."
+        )
         assert _say(client, tid, "Remember that I like tea.") == "Noted: I like tea."
         assert _say(client, tid, "What is my name?") == "Your name is Ada Lovelace."
         before = client.threads.get_state(tid)

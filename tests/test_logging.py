@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Annotated, TypedDict
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 import pytest
 from langgraph.graph import START, StateGraph
+from psycopg.conninfo import conninfo_to_dict
 
 from persistence import BackupRun, HybridSaver
 
@@ -33,9 +33,7 @@ def _graph(saver: HybridSaver):
 
 def _watched(records: list[logging.LogRecord], level: int = logging.INFO) -> list[logging.LogRecord]:
     return [
-        r
-        for r in records
-        if r.levelno >= level and any(r.name == w or r.name.startswith(w + ".") for w in WATCHED)
+        r for r in records if r.levelno >= level and any(r.name == w or r.name.startswith(w + ".") for w in WATCHED)
     ]
 
 
