@@ -15,14 +15,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph_sdk import get_sync_client
+
+from persistence import HybridSaver
+from persistence.agent_server import checkpointer, saver_from_env
+from persistence.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "agent_server"
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -107,6 +110,7 @@ def _say(client, thread_id: str, text: str) -> str:
     return result["messages"][-1]["content"]
 
 
+@pytest.mark.slow
 def test_agent_server_remembers_across_runs_and_restarts(db_url: str, workdir: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -166,3 +170,24 @@ def test_agent_server_remembers_across_runs_and_restarts(db_url: str, workdir: P
     for bad in ("Custom checkpointer missing", "generic fallback", "BlockingError", "Blocking call", "Traceback"):
         assert bad not in log, f"{bad!r} in the server log:\n{log[-6000:]}"
     assert not re.search(r"final backup failed|backup \(\w+\) failed", log)
+
+
+def test_checkpointer_needs_database_url() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        saver_from_env({})
+    with pytest.raises(ConfigError, match="MEMORY_BUDGET"):
+        saver_from_env({"DATABASE_URL": "postgresql://nowhere/x", "MEMORY_BUDGET": "lots"})
+
+
+async def test_checkpointer_context_manager_opens_and_closes(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("BACKUP_INTERVAL", "off")
+    monkeypatch.setenv("MEMORY_BUDGET", "1MB")
+    async with checkpointer() as saver:
+        assert isinstance(saver, HybridSaver)
+        assert saver.memory_budget == 1_000_000 and not saver.scheduler.scheduled
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        await saver.aput(config, empty_checkpoint(), {}, {})
+        assert saver.pending_threads() == {"t"}
+    assert saver.closed
+    assert saver.last_run is not None and saver.last_run.trigger == "close" and saver.last_run.ok
