@@ -1,5 +1,8 @@
 """Hybrid LangGraph checkpointer: served from memory, backed up to PostgreSQL in generations."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from persistence.errors import (
     CorruptBackup,
     DatabaseUnavailable,
@@ -17,6 +20,13 @@ from persistence.records import BackupRun, RestoreResult, SaverStats
 from persistence.restore import VerifyResult
 from persistence.saver import HybridSaver
 from persistence.store import Generation
+
+#: the version of the checkout when the package is not installed (keep equal to pyproject.toml's)
+_SOURCE_VERSION = "0.1.0"
+try:
+    __version__ = _version("hybrid-saver")
+except PackageNotFoundError:  # running from a checkout
+    __version__ = _SOURCE_VERSION
 
 __all__ = [
     "BackupRun",
@@ -36,4 +46,5 @@ __all__ = [
     "ThreadNotFound",
     "ThreadRestored",
     "VerifyResult",
+    "__version__",
 ]
