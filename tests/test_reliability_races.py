@@ -19,7 +19,7 @@ from helpers.state import all_human_texts, describe_difference, human_texts, mem
 
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
-from persistence import BackupRun, HybridSaver
+from persistence import BackupRun, HybridSaver, ThreadRestored
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -32,6 +32,8 @@ class Writers:
         self.done: list[tuple[float, str, str]] = []
         self.errors: list[BaseException] = []
         self.latency = 0.0
+        #: turns refused because a restore rewrote their thread while they ran (sent again)
+        self.overtaken = 0
         self._stop = threading.Event()
         self._pace = pace
         self._turns = turns
@@ -43,7 +45,12 @@ class Writers:
             while not self._stop.is_set() and (not self._turns or i < self._turns):
                 text = f"my name is {thread_id}n{i}"
                 t0 = time.monotonic()
-                chat_turn(self.graph, thread_id, text)
+                try:
+                    chat_turn(self.graph, thread_id, text)
+                except ThreadRestored:
+                    # a restore overtook this turn: it was not saved, and a client sends it again
+                    self.overtaken += 1
+                    continue
                 self.latency = max(self.latency, time.monotonic() - t0)
                 self.done.append((time.time(), thread_id, text))
                 i += 1
