@@ -570,8 +570,12 @@ class Store:
         text = query.strip()
         if text:
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append(sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)"))
-            params += [pattern, pattern, enc(text)]
+            if "\x00" in text:  # no title or text holds a NUL (PostgreSQL text cannot): ids only
+                where.append(sql.SQL("position(%s IN t.thread_id) > 0"))
+                params.append(enc(text))
+            else:
+                where.append(sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)"))
+                params += [pattern, pattern, enc(text)]
         if thread_ids is not None:
             where.append(sql.SQL("t.thread_id = ANY(%s)"))
             params.append([enc(t) for t in thread_ids])
@@ -590,7 +594,7 @@ class Store:
         ).format(s=self._s, w=sql.SQL(" AND ").join(where))
         snippet = sql.SQL("NULL")
         snippet_params: list[Any] = []
-        if text:
+        if text and "\x00" not in text:
             snippet = sql.SQL(
                 "CASE WHEN strpos(lower(s.content), lower(%s)) > 0 THEN "
                 "substr(s.content, greatest(strpos(lower(s.content), lower(%s)) - 40, 1), 120) END"

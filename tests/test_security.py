@@ -27,7 +27,7 @@ from helpers.state import all_human_texts, human_texts
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
 from persistence import HybridSaver, HybridSaverError
-from persistence.views import ThreadIndex, filter_threads
+from persistence import views
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "S3cr3t/p@ss:w%rd!Qx"
@@ -107,8 +107,8 @@ def test_search_string_is_matched_literally(open_saver, query: str) -> None:
     graph = build_graph(saver, OfflineResponder())
     for thread_id in ("alpha", f"has {query} inside", "omega_%"):
         chat_turn(graph, thread_id, "hello")
-    frame = ThreadIndex(saver).frame()
-    found = set(filter_threads(frame, query)["thread_id"])
+    frame, _total = views.thread_page(saver, query, page_size=100)  # searched by PostgreSQL
+    found = set(frame["thread_id"])
     expected = {t for t in ("alpha", f"has {query} inside", "omega_%") if query.strip().lower() in t.lower()}
     assert found == expected
     assert len(saver.thread_ids()) == 3
