@@ -26,8 +26,7 @@ from helpers.state import all_human_texts, human_texts
 
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
-from persistence import HybridSaver, HybridSaverError
-from persistence import views
+from persistence import HybridSaver, HybridSaverError, views
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "S3cr3t/p@ss:w%rd!Qx"
