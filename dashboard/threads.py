@@ -48,19 +48,43 @@ def rename(runtime: Runtime, thread_id: str, title: str) -> str:
 
 
 def fork(runtime: Runtime, thread_id: str, checkpoint_id: str, new_id: str | None = None) -> str:
-    """Copy ``thread_id`` to a new thread whose newest state is ``checkpoint_id``; return its id.
-
-    The copy keeps the whole history (so the fork point stays visible), then a new checkpoint on
-    top of ``checkpoint_id`` makes that state current, as LangGraph's time travel does.
+    """A new thread holding ``thread_id`` as it was at ``checkpoint_id``: that checkpoint and its
+    ancestors (with their pending writes), none of the later ones; then a checkpoint that titles
+    it "(fork)". Returns the new thread's id.
     """
     new_id = (new_id or "").strip() or new_thread_id()
     if thread_exists(runtime, new_id):
         raise InvalidValue(f"Thread {new_id!r} already exists; pick another id for the fork.")
-    state = runtime.graph.get_state(
-        {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
-    )
-    title = (state.values.get("title") or thread_id) if state and state.values else thread_id
-    runtime.saver.copy_thread(thread_id, new_id)
+    saver = runtime.saver
+    chain = []
+    config: dict[str, Any] | None = {
+        "configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+    }
+    while config is not None:
+        found = saver.get_tuple(config)  # type: ignore[arg-type]
+        if found is None:
+            break
+        chain.append(found)
+        config = found.parent_config  # type: ignore[assignment]
+    if not chain:
+        raise InvalidValue(f"Checkpoint {checkpoint_id} is not in thread {thread_id!r}; pick one from its history.")
+    parent: str | None = None
+    for tup in reversed(chain):
+        target = {"configurable": {"thread_id": new_id, "checkpoint_ns": ""}}
+        if parent is not None:
+            target["configurable"]["checkpoint_id"] = parent
+        checkpoint = tup.checkpoint
+        saver.put(target, checkpoint, tup.metadata, dict(checkpoint.get("channel_versions") or {}))
+        parent = checkpoint["id"]
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in tup.pending_writes or []:
+            by_task.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in by_task.items():
+            saver.put_writes(
+                {"configurable": {"thread_id": new_id, "checkpoint_ns": "", "checkpoint_id": parent}}, writes, task_id
+            )
+    values = chain[0].checkpoint.get("channel_values") or {}
+    title = values.get("title") or thread_id
     runtime.graph.update_state(
         {"configurable": {"thread_id": new_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}},
         {"title": f"{title} (fork)"[:TITLE_LIMIT]},

@@ -1,6 +1,7 @@
 """Restore: the kept generations, a preview of one against the current state, restore all or one
 thread after confirmation, and how to undo it."""
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import ui
@@ -120,20 +121,30 @@ if gens.empty:
     st.stop()
 
 st.subheader("Generations")
+TRIGGERS = {"pre-restore": "before a restore (its undo)", "restore": "a restore", "close": "at shutdown"}
 st.dataframe(
-    gens,
+    gens.assign(
+        what=gens.apply(
+            lambda r: (
+                f"restore of #{int(r['restored_from'])}"
+                + (f", thread {r['thread_id']}" if r["thread_id"] else ", all threads")
+                if pd.notna(r["restored_from"])
+                else TRIGGERS.get(r["trigger"], r["trigger"])
+            ),
+            axis=1,
+        ),
+        written=gens["bytes_written"].map(ui.fmt_bytes),
+    ),
     hide_index=True,
+    column_order=["generation", "taken_at", "what", "threads", "checkpoints", "rows_written", "written"],
     column_config={
-        "generation": st.column_config.NumberColumn("Generation"),
-        "taken_at": st.column_config.DatetimeColumn("Taken", format="YYYY-MM-DD HH:mm:ss"),
-        "trigger": st.column_config.TextColumn("Trigger"),
-        "kind": st.column_config.TextColumn("Kind"),
-        "threads": st.column_config.NumberColumn("Threads"),
-        "checkpoints": st.column_config.NumberColumn("Checkpoints"),
-        "rows_written": st.column_config.NumberColumn("Rows written"),
-        "bytes_written": st.column_config.NumberColumn("Bytes written", format="%d"),
-        "restored_from": st.column_config.NumberColumn("Restored from"),
-        "thread_id": st.column_config.TextColumn("Thread"),
+        "generation": st.column_config.NumberColumn("Generation", format="%d"),
+        "taken_at": st.column_config.DatetimeColumn("Taken (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        "what": st.column_config.TextColumn("Written by"),
+        "threads": st.column_config.NumberColumn("Threads", format="localized"),
+        "checkpoints": st.column_config.NumberColumn("Checkpoints", format="localized"),
+        "rows_written": st.column_config.NumberColumn("Rows written", format="localized"),
+        "written": st.column_config.TextColumn("Cost"),
     },
     key="restore_generations_table",
 )

@@ -146,7 +146,16 @@ timeline, state_tab, diff_tab, writes_tab, actions_tab = st.tabs(
 )
 with timeline:
     st.plotly_chart(charts.timeline_chart(history), key="timeline_chart")
-    shown = history if internals else history.assign(source=history["source"].map(lambda v: SOURCES.get(v, v)))
+    shown = (
+        history
+        if internals
+        else history.assign(
+            source=history["source"].map(lambda v: SOURCES.get(v, v)),
+            updated_channels=history["updated_channels"].map(
+                lambda text: ", ".join(c for c in text.split(", ") if c and not views.is_internal_channel(c))
+            ),
+        )
+    )
     st.dataframe(
         shown,
         hide_index=True,
@@ -182,9 +191,26 @@ with diff_tab:
         before = left.selectbox("Before", cids, index=1, format_func=_label, key="diff_before")
         after = right.selectbox("After", cids, index=0, format_func=_label, key="diff_after")
         with ui.reporting("Diff", runtime):
+            messages = views.message_diff(saver, thread_id, before, after)
+            counts = messages["change"].value_counts()
+            st.caption(
+                f"Messages: {int(counts.get('added', 0))} added, {int(counts.get('removed', 0))} removed, "
+                f"{int(counts.get('changed', 0))} changed, {int(counts.get('same', 0))} the same"
+            )
+            colours = {"added": "green", "removed": "red", "changed": "orange"}
+            signs = {"added": "+", "removed": "−", "changed": "~"}
+            for row in messages.itertuples():
+                if row.change == "same":
+                    continue
+                colour = colours[row.change]
+                text = row.after if row.change != "removed" else row.before
+                was = f" (was: {row.before})" if row.change == "changed" else ""
+                st.markdown(f":{colour}[**{signs[row.change]} {row.role}**] :{colour}[{text}]{was}")
             diff = views.diff_checkpoints(saver, thread_id, before, after)
+            if not internals:
+                diff = diff[~diff["channel"].map(views.is_internal_channel)]
             changed = diff[diff["change"] != "unchanged"]
-            st.caption(f"{len(changed)} of {len(diff)} channels differ")
+            st.caption(f"Channels: {len(changed)} of {len(diff)} differ")
             st.dataframe(diff, hide_index=True, key="diff_table")
 
 with writes_tab:

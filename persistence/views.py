@@ -351,6 +351,48 @@ def diff_checkpoints(saver: HybridSaver, thread_id: str, before_id: str, after_i
     return pd.DataFrame(rows, columns=["channel", "change", "before", "after"])
 
 
+def is_internal_channel(name: str) -> bool:
+    """True for LangGraph's own channels (``__start__``, ``branch:to:respond``), not the graph's state."""
+    return name.startswith("__") or name.startswith("branch:")
+
+
+MESSAGE_DIFF_COLUMNS = ["change", "role", "before", "after"]
+
+
+def message_diff(saver: HybridSaver, thread_id: str, before_id: str, after_id: str) -> pd.DataFrame:
+    """The ``messages`` of two checkpoints compared message by message (by id, in order):
+    ``change`` is ``added``, ``removed``, ``changed`` (same id, other content) or ``same``.
+
+    Raises:
+        LookupError: a checkpoint is not in the thread.
+    """
+    a = checkpoint_state(saver, thread_id, before_id)
+    b = checkpoint_state(saver, thread_id, after_id)
+    for cid, state in ((before_id, a), (after_id, b)):
+        if state is None:
+            raise LookupError(f"Checkpoint {cid} is not in thread {thread_id!r}; pick one from its history.")
+    assert a is not None and b is not None
+    old = [m for m in a["values"].get("messages") or [] if hasattr(m, "content")]
+    new = [m for m in b["values"].get("messages") or [] if hasattr(m, "content")]
+    old_by_key = {_message_key(m): m for m in old}
+    new_keys = {_message_key(m) for m in new}
+    rows = []
+    for m in new:
+        key = _message_key(m)
+        role = getattr(m, "type", "message")
+        was = old_by_key.get(key)
+        if was is None:
+            rows.append(("added", role, "", preview(m.content, 400)))
+        elif to_jsonable(was.content) != to_jsonable(m.content):
+            rows.append(("changed", role, preview(was.content, 400), preview(m.content, 400)))
+        else:
+            rows.append(("same", role, preview(m.content, 400), preview(m.content, 400)))
+    for m in old:
+        if _message_key(m) not in new_keys:
+            rows.append(("removed", getattr(m, "type", "message"), preview(m.content, 400), ""))
+    return pd.DataFrame(rows, columns=MESSAGE_DIFF_COLUMNS)
+
+
 def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None = None) -> pd.DataFrame:
     """Writes stored against the thread's checkpoints (one checkpoint, or all of the thread)."""
     snap = saver.thread_rows(thread_id)
@@ -772,7 +814,9 @@ __all__ = [
     "export_thread",
     "generations_frame",
     "current_thread_counts",
+    "is_internal_channel",
     "members_frame",
+    "message_diff",
     "resident_threads_frame",
     "thread_exists",
     "thread_page",

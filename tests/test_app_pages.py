@@ -199,6 +199,11 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
     assert not at.exception and not at.error, [e.value for e in at.error]
     fork_state = rt.graph.get_state(thread_config("alpha-fork")).values
     assert len(fork_state["messages"]) == 2 and fork_state["title"] == "my name is Ana (fork)"
+    # the fork holds the fork point and its ancestors (plus its title), none of the later checkpoints
+    fork_ids = [t.checkpoint["id"] for t in rt.saver.list(thread_config("alpha-fork"))]
+    later = set(history["checkpoint_id"][history["checkpoint_id"] > after_first])
+    assert not later & set(fork_ids) and after_first in fork_ids
+    assert len(fork_ids) == 1 + len(history[history["checkpoint_id"] <= after_first])
     assert at.query_params["thread"] == "alpha-fork"
     assert chat_turn(rt.graph, "alpha-fork", "what is my name?") == "Your name is Ana."
 

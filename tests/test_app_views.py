@@ -68,6 +68,11 @@ def test_history_state_diff_writes_and_export(open_saver: Callable[..., HybridSa
     assert diff.loc["title", "change"] == "unchanged"
     assert views.diff_checkpoints(saver, "t", oldest, newest).set_index("channel").loc["title", "change"] == "added"
 
+    messages = views.message_diff(saver, "t", history["checkpoint_id"].iloc[1], newest)
+    assert list(messages["change"]) == ["same", "same", "same", "added"]
+    assert messages["after"].iloc[-1] == "Your name is Ana." and messages["role"].iloc[-1] == "ai"
+    assert views.is_internal_channel("branch:to:respond") and not views.is_internal_channel("messages")
+
     writes = views.pending_writes(saver, "t")
     assert set(writes["checkpoint_id"]) <= set(history["checkpoint_id"]) and len(writes) > 0
 
