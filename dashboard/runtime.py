@@ -157,7 +157,11 @@ def _release(runtime: Runtime) -> None:
     runtime.close()
 
 
-@st.cache_resource(show_spinner="Starting the backup saver…", on_release=_release)
+@st.cache_resource(
+    show_spinner="Starting the saver: connecting to PostgreSQL, joining the store's members and loading the "
+    "most recently used threads (with MEMORY_BUDGET set, the rest load when opened)…",
+    on_release=_release,
+)
 def get_runtime() -> Runtime:
     """The process-wide runtime (built on first use; a failed build is retried on the next call)."""
     return build_runtime()

@@ -219,7 +219,15 @@ with writes_tab:
         "Writes saved against a checkpoint by the tasks of the next step (LangGraph replays them instead "
         f"of re-running a finished task). {len(writes)} in this thread."
     )
-    st.dataframe(writes, hide_index=True, key="writes_table")
+    if not internals:
+        writes = writes[~writes["channel"].map(views.is_internal_channel)]
+    st.dataframe(
+        writes,
+        hide_index=True,
+        column_order=None if internals else ["checkpoint_id", "channel", "value"],
+        column_config={"checkpoint_id": "Checkpoint", "channel": "Channel", "value": "Value"},
+        key="writes_table",
+    )
 
 with actions_tab:
     fork_col, prune_col = st.columns(2)

@@ -155,9 +155,11 @@ class FleetMixin:
             # below cannot take back a claim it did not see
             _missing, stale = self.membership.release_unheld(thread_ids)
         with self._backup_lock, self.lock:
-            run = self._backup_locked("release", None)
-            if not run.ok:
-                raise DatabaseUnavailable(f"Could not back up before handing threads over: {run.error}")
+            # threads with nothing pending are in PostgreSQL as they are: hand them over without a backup
+            if thread_ids is None or restore or not self._changes.threads().isdisjoint(thread_ids):
+                run = self._backup_locked("release", None)
+                if not run.ok:
+                    raise DatabaseUnavailable(f"Could not back up before handing threads over: {run.error}")
             if restore:
                 self._mark_restored(list(self._res.entries) if thread_ids is None else thread_ids)
             if thread_ids is None:
