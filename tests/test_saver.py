@@ -308,3 +308,28 @@ def test_a_shallow_copy_shares_pending_changes_and_close(open_saver: Callable[..
     saver.close()
     with pytest.raises(SaverClosed):
         put_checkpoint(clone, "t", {"m": 3}, step=2)
+
+
+def test_a_run_overtaken_by_a_restore_cannot_write_over_it(open_saver: Callable[..., HybridSaver]) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from agent import thread_config
+    from persistence import ThreadRestored
+
+    saver = open_saver()
+    graph = build_graph(saver)
+    chat_turn(graph, "t", "my name is Ana")
+    kept = saver.backup().generation
+    assert kept is not None
+    chat_turn(graph, "t", "my name is Bob")
+    in_flight = saver.get_tuple(thread_config("t"))  # what a run holds when the restore starts
+    assert in_flight is not None
+    saver.restore(kept)
+    restored = saver.get_tuple(thread_config("t"))
+    with pytest.raises(ThreadRestored, match="restored while this run was in flight"):
+        saver.put(in_flight.config, empty_checkpoint(), {"source": "loop", "step": 9}, {})
+    with pytest.raises(ThreadRestored):
+        saver.put_writes(in_flight.config, [("messages", [])], "task-1")
+    assert saver.get_tuple(thread_config("t")) == restored  # nothing written over the restored state
+    # a new run starts from the restored state and is served as usual
+    assert chat_turn(graph, "t", "what is my name?") == "Your name is Ana."
