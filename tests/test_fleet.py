@@ -18,12 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers.fleet import Driver, MemberProc, start_members, stop_all
+from helpers.state import settled_values
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import ConnectionPool
 
-from agent import build_graph, thread_config
+from agent import build_graph
 from agent.responder import OfflineResponder
 from persistence import HybridSaver
 from persistence.store import Snapshot, Store
@@ -57,13 +58,14 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def texts_of(snap: Snapshot, thread: str) -> list[str]:
-    """The user messages of ``thread`` in a stored snapshot, read through the demo graph."""
+    """The user messages of ``thread`` in a stored snapshot, read through the demo graph, as its next
+    turn builds on them (see ``settled_values``)."""
     mem = InMemorySaver(serde=JsonPlusSerializer())
     for tid, namespaces in snap.storage.items():
         mem.storage[tid].update(namespaces)
     mem.writes.update(snap.writes)
     mem.blobs.update(snap.blobs)
-    values = build_graph(mem, OfflineResponder()).get_state(thread_config(thread)).values
+    values = settled_values(build_graph(mem, OfflineResponder()), thread)
     return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
 
 

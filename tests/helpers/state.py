@@ -41,10 +41,24 @@ def store_state(saver: HybridSaver, generation: int | None = None, thread_id: st
     return snapshot_state(saver.store.load(generation, thread_id))
 
 
+def settled_values(graph: Any, thread_id: str) -> dict[str, Any]:
+    """The state of ``thread_id`` as its next turn continues it.
+
+    A run cut (by a crash, a backup cut or a restore) right after it saved its input checkpoint
+    (metadata source "input") shows that input in ``get_state`` but never applied it: LangGraph's next
+    run replaces a pending input with its own. So the state a next turn builds on is the parent's.
+    """
+    state = graph.get_state(thread_config(thread_id))
+    while (state.metadata or {}).get("source") == "input":
+        if state.parent_config is None:
+            return {}
+        state = graph.get_state(state.parent_config)
+    return dict(state.values)
+
+
 def human_texts(saver: HybridSaver, thread_id: str) -> list[str]:
-    """The user messages of the newest checkpoint of ``thread_id``, oldest first."""
-    graph = build_graph(saver, OfflineResponder())
-    values = graph.get_state(thread_config(thread_id)).values
+    """The user messages of ``thread_id`` that its next turn builds on, oldest first."""
+    values = settled_values(build_graph(saver, OfflineResponder()), thread_id)
     return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
 
 
@@ -77,5 +91,5 @@ def snapshot_texts(saver: HybridSaver, snap: Snapshot, thread_id: str) -> list[s
         mem.storage[tid].update(namespaces)
     mem.writes.update(snap.writes)
     mem.blobs.update(snap.blobs)
-    values = build_graph(mem, OfflineResponder()).get_state(thread_config(thread_id)).values
+    values = settled_values(build_graph(mem, OfflineResponder()), thread_id)
     return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
