@@ -116,6 +116,12 @@ if exists:
 threads.dialogs(runtime, on_deleted=_after_delete)
 
 ui.render_messages(messages)
+if state is not None and (state.metadata or {}).get("source") == "input":
+    st.warning(
+        "The last message was saved but never answered: its turn was cut short (a restart, a crash or a "
+        "restore). Send it again; the next message replaces it.",
+        icon=":material/hourglass_disabled:",
+    )
 if not messages:
     st.info(
         "Tell the assistant something about yourself (“my name is Ana”), ask it back later (“what is my "

@@ -527,3 +527,22 @@ def test_bad_setting_says_what_to_fix(app: AppTest, monkeypatch: pytest.MonkeyPa
     at = app.run()
     assert not at.exception
     assert "BACKUP_INTERVAL='soon' is not a number" in texts(at)
+
+
+def test_chat_says_when_the_last_message_was_never_answered(app: AppTest) -> None:
+    from langgraph.checkpoint.base import copy_checkpoint, empty_checkpoint
+
+    at = app.run()
+    at.chat_input[0].set_value("my name is Ana").run()
+    assert "never answered" not in texts(at)
+    thread_id = at.session_state["chat_thread"]
+    rt = runtime()
+    latest = rt.saver.get_tuple(thread_config(thread_id))
+    assert latest is not None
+    # what a run leaves when it is cut right after saving its input checkpoint
+    cut = copy_checkpoint(latest.checkpoint)
+    cut["id"] = empty_checkpoint()["id"]
+    rt.saver.put(latest.config, cut, {"source": "input", "step": 2}, {})
+    at.run()
+    assert not at.exception
+    assert "saved but never answered" in texts(at)
