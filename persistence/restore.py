@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,14 @@ import psycopg
 
 from persistence.backup import DB_ERRORS
 from persistence.db import describe_url, scrub
-from persistence.errors import CorruptBackup, DatabaseUnavailable, InvalidValue, ThreadBusy, ThreadNotFound
+from persistence.errors import (
+    CorruptBackup,
+    DatabaseUnavailable,
+    InvalidValue,
+    ThreadBusy,
+    ThreadNotFound,
+    ThreadRestored,
+)
 from persistence.records import BackupRun, RestoreResult
 from persistence.remote import CommandTimeout
 from persistence.schema import enc, enc_version
@@ -37,6 +45,8 @@ logger = logging.getLogger(__name__)
 HANDOVER_TIMEOUT = 60.0
 #: how long a restore waits for another restore to finish
 RESTORE_LOCK_TIMEOUT = 30
+#: how long a restore refuses the steps of runs that began before it (see _check_not_restored)
+RESTORED_TTL = 3600.0
 
 Progress = Callable[[str, float, str], None]
 
@@ -60,6 +70,34 @@ def _quiet(_phase: str, _fraction: float, _detail: str) -> None:
 
 class RestoreMixin:
     """Generations, verification and restores of a HybridSaver (mixed into it)."""
+
+    def _mark_restored(self: HybridSaver, thread_ids: Sequence[str]) -> None:
+        """Remember that a restore rewrote ``thread_ids``. Under the lock."""
+        now = time.monotonic()
+        if len(self._restored) > 100_000:
+            self._restored = {t: at for t, at in self._restored.items() if now - at < RESTORED_TTL}
+        for tid in thread_ids:
+            self._restored[tid] = now
+
+    def _check_not_restored(self: HybridSaver, thread_id: str, ns: str, parent: str | None) -> None:
+        """Refuse a step of a run that began before a restore of its thread: its parent checkpoint
+        is gone, and writing it would put back what the restore took away. Under the lock."""
+        at = self._restored.get(thread_id)
+        if at is None:
+            return
+        if (
+            parent is None
+            or parent in self.storage.get(thread_id, {}).get(ns, {})
+            or time.monotonic() - at > RESTORED_TTL
+        ):
+            del self._restored[thread_id]  # a run on the restored state: the thread is back to normal
+            return
+        raise ThreadRestored(
+            f"Thread {thread_id!r:.80} was restored while this run was in flight, and the checkpoint the run "
+            f"continues from ({parent}) is not in the restored state; the step was not saved, so the thread "
+            "stays as restored. Run the request again.",
+            thread_id=thread_id,
+        )
 
     def generations(self: HybridSaver, limit: int | None = None) -> list[Generation]:
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""

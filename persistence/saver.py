@@ -34,7 +34,7 @@ from persistence import lifecycle
 from persistence.backup import DB_ERRORS, BackupMixin
 from persistence.changes import ChangeLog, mark
 from persistence.db import _first_line, describe_url, open_pool, scrub
-from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed, ThreadRestored
+from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed
 from persistence.fleet import Membership
 from persistence.member import FleetMixin
 from persistence.records import BackupRun, RestoreResult, SaverStats
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
 DEFAULT_HANDOFF = 5.0
-#: how long a restore refuses the steps of runs that began before it (see _check_not_restored)
-RESTORED_TTL = 3600.0
 #: PostgreSQL refuses a bytea over 1 GB; refuse such values at ``put`` instead of at backup.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
 #: cold threads loaded per query by ``list(None)``
@@ -143,7 +141,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
         self._listen = listen
         #: threads a restore of this member holds: not handed over until it is done
         self._restoring: set[str] = set()
-        #: threads a restore rewrote under runs that may still be in flight (thread -> when)
+        #: threads a restore rewrote under runs that may still be in flight (see RestoreMixin)
         self._restored: dict[str, float] = {}
         #: memory holds every thread of the store, so an unknown thread is a new one (see _load_threads)
         self._complete = True
@@ -700,34 +698,6 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
             entry.write_keys.add(outer)
         if changed:
             self._touch(entry)
-
-    def _mark_restored(self, thread_ids: Sequence[str]) -> None:
-        """Remember that a restore rewrote ``thread_ids``. Under the lock."""
-        now = time.monotonic()
-        if len(self._restored) > 100_000:
-            self._restored = {t: at for t, at in self._restored.items() if now - at < RESTORED_TTL}
-        for tid in thread_ids:
-            self._restored[tid] = now
-
-    def _check_not_restored(self, thread_id: str, ns: str, parent: str | None) -> None:
-        """Refuse a step of a run that began before a restore of its thread: its parent checkpoint
-        is gone, and writing it would put back what the restore took away. Under the lock."""
-        at = self._restored.get(thread_id)
-        if at is None:
-            return
-        if (
-            parent is None
-            or parent in self.storage.get(thread_id, {}).get(ns, {})
-            or time.monotonic() - at > RESTORED_TTL
-        ):
-            del self._restored[thread_id]  # a run on the restored state: the thread is back to normal
-            return
-        raise ThreadRestored(
-            f"Thread {thread_id!r:.80} was restored while this run was in flight, and the checkpoint the run "
-            f"continues from ({parent}) is not in the restored state; the step was not saved, so the thread "
-            "stays as restored. Run the request again.",
-            thread_id=thread_id,
-        )
 
     def delete_thread(self, thread_id: str) -> None:
         self._check_open()
