@@ -1,0 +1,80 @@
+"""Read-only views of a live :class:`~persistence.HybridSaver` for dashboards and tools.
+
+Every function takes a saver and returns a pandas DataFrame or plain dicts; none of them changes
+the saver. Memory is copied (values are immutable serialised tuples) and decoded outside the
+saver's lock. Nothing here imports streamlit: the pages in ``pages/`` render what these return.
+By subject: ``views.threads`` (the thread directory, one thread's history, states and diffs),
+``views.backups`` (figures, runs, members, generations, restore previews), ``views.common``.
+"""
+
+from persistence.views.backups import (
+    GENERATION_COLUMNS,
+    MEMBER_COLUMNS,
+    PREVIEW_COLUMNS,
+    RUN_COLUMNS,
+    StatsHistory,
+    backup_figures,
+    current_thread_counts,
+    generations_frame,
+    members_frame,
+    preview_summary,
+    restore_preview,
+    runs_frame,
+)
+from persistence.views.common import (
+    DB_ERRORS,
+    attached,
+    database_answering,
+    preview,
+    to_jsonable,
+)
+from persistence.views.threads import (
+    MESSAGE_DIFF_COLUMNS,
+    THREAD_COLUMNS,
+    THREAD_SORTS,
+    checkpoint_history,
+    checkpoint_state,
+    diff_checkpoints,
+    export_thread,
+    is_internal_channel,
+    message_diff,
+    pending_writes,
+    resident_threads_frame,
+    thread_exists,
+    thread_page,
+    thread_titles,
+)
+
+__all__ = [
+    "DB_ERRORS",
+    "GENERATION_COLUMNS",
+    "MEMBER_COLUMNS",
+    "MESSAGE_DIFF_COLUMNS",
+    "PREVIEW_COLUMNS",
+    "RUN_COLUMNS",
+    "StatsHistory",
+    "THREAD_COLUMNS",
+    "THREAD_SORTS",
+    "attached",
+    "backup_figures",
+    "checkpoint_history",
+    "checkpoint_state",
+    "current_thread_counts",
+    "database_answering",
+    "diff_checkpoints",
+    "export_thread",
+    "generations_frame",
+    "is_internal_channel",
+    "members_frame",
+    "message_diff",
+    "pending_writes",
+    "preview",
+    "preview_summary",
+    "resident_threads_frame",
+    "restore_preview",
+    "runs_frame",
+    "thread_exists",
+    "thread_page",
+    "thread_titles",
+    "to_jsonable",
+]

@@ -1,0 +1,360 @@
+"""Views of threads: the store's thread directory, one thread's history, states, diffs, writes and
+export. A cold thread is read through the saver (which loads it); memory is copied, never held."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from persistence import export
+from persistence.errors import HybridSaverError
+from persistence.export import to_jsonable
+from persistence.summary import describe
+from persistence.views.common import database_answering, preview
+
+if TYPE_CHECKING:
+    from persistence.saver import HybridSaver
+
+THREAD_COLUMNS = ["thread_id", "title", "checkpoints", "updated", "bytes", "status", "where", "owner", "snippet"]
+THREAD_SORTS = {
+    "Last update": "updated_at",
+    "Checkpoints": "checkpoints",
+    "Size": "bytes",
+    "Title": "title",
+    "Thread id": "thread_id",
+}
+
+
+def thread_page(
+    saver: HybridSaver,
+    query: str = "",
+    sort: str = "updated_at",
+    descending: bool = True,
+    page: int = 1,
+    page_size: int = 25,
+) -> tuple[pd.DataFrame, int]:
+    """One page of every thread of the store (resident or cold, any member's), searched, sorted and
+    counted by PostgreSQL over all threads. Returns (rows, total matching).
+
+    Columns :data:`THREAD_COLUMNS`. ``status`` says what this process knows: ``"pending"`` (this
+    member holds changes not backed up yet, so the stored figures are behind), ``"backed up"``,
+    or ``"not backed up"`` (claimed by a member, never written). ``where`` is ``"here"`` (resident
+    in this process), ``"member N"`` (held by another member) or ``"cold"`` (only in PostgreSQL).
+
+    Raises:
+        psycopg.Error, PoolTimeout, HybridSaverError: PostgreSQL cannot answer (see
+        :func:`resident_threads_frame` for what memory alone can show).
+    """
+    if not database_answering(saver):
+        raise HybridSaverError("PostgreSQL is not answering")
+    offset = (max(1, page) - 1) * page_size
+    # threads this member claimed by reading them but that hold nothing are not listed
+    rows, total = saver.store.thread_page(
+        query=query,
+        sort=sort,
+        descending=descending,
+        offset=offset,
+        limit=page_size,
+        hide_claims_of=saver.instance_id,
+        unless=[t for t in saver.pending_threads() if any(saver.storage.get(t, {}).values())],
+    )
+    return _thread_frame(saver, rows), total
+
+
+def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    resident = set(saver.thread_ids())
+    pending = saver.pending_threads()
+    me = saver.instance_id
+    out = []
+    for r in rows:
+        tid = r["thread_id"]
+        owner = r.get("owner")
+        if tid in resident:
+            where = "here"
+        elif owner is not None and owner != me:
+            where = f"member {owner}"
+        else:
+            where = "cold"
+        checkpoints, title = r.get("checkpoints"), r.get("title")
+        if tid in pending:
+            # this member holds newer changes than the stored figures: read them from memory
+            checkpoints, title = _resident_figures(saver, tid, title)
+            status = "pending"
+        elif r.get("backed_up"):
+            status = "backed up"
+        else:
+            status = "not backed up"
+        out.append(
+            (
+                tid,
+                title or "",
+                int(checkpoints or 0),
+                r.get("updated_at"),
+                int(r.get("bytes") or 0),
+                status,
+                where,
+                owner,
+                r.get("snippet") or "",
+            )
+        )
+    df = pd.DataFrame(out, columns=THREAD_COLUMNS)
+    df["updated"] = pd.to_datetime(df["updated"], utc=True)
+    df["owner"] = df["owner"].astype("Int64")
+    return df
+
+
+def _resident_figures(saver: HybridSaver, thread_id: str, title: str | None) -> tuple[int, str | None]:
+    """(checkpoints, title) of a resident thread as memory holds them now, summarised the way a
+    backup summarises it (``summary.describe``)."""
+    try:
+        snap = saver.thread_rows(thread_id)
+    except HybridSaverError:
+        return 0, title
+    namespaces = snap.storage.get(thread_id, {})
+    now_title, _text = describe(saver.serde, thread_id, namespaces, snap.blobs)
+    return sum(len(cps) for cps in namespaces.values()), now_title or title
+
+
+def resident_threads_frame(saver: HybridSaver, query: str = "") -> pd.DataFrame:
+    """The threads resident in this process, from memory alone (while PostgreSQL is away)."""
+    query = query.strip().lower()
+    rows = []
+    pending = saver.pending_threads()
+    for tid in saver.thread_ids():
+        if query and query not in tid.lower():
+            continue
+        rows.append(
+            {
+                "thread_id": tid,
+                "title": "",
+                "checkpoints": None,
+                "updated_at": None,
+                "bytes": None,
+                "backed_up": tid not in pending,
+                "owner": saver.instance_id,
+            }
+        )
+    return _thread_frame(saver, rows)
+
+
+def thread_titles(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, str]:
+    """Titles of ``thread_ids`` as of their last backup (one query; empty titles left out)."""
+    ids = list(dict.fromkeys(thread_ids))
+    if not ids or not database_answering(saver):
+        return {}
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 5000):
+        rows, _ = saver.store.thread_page(thread_ids=ids[i : i + 5000], limit=5000)
+        out.update({r["thread_id"]: r["title"] for r in rows if r.get("title")})
+    return out
+
+
+def thread_exists(saver: HybridSaver, thread_id: str) -> bool:
+    """True when the thread has a checkpoint (loads it when it is cold)."""
+    return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}) is not None
+
+
+def checkpoint_history(saver: HybridSaver, thread_id: str, limit: int = 500) -> pd.DataFrame:
+    """The thread's checkpoints (root namespace), newest first: id, time, step, source, parent,
+    channels updated, pending writes and bytes. At most ``limit`` rows. Loads a cold thread."""
+    snap = saver.thread_rows(thread_id)
+    entries = snap.storage.get(thread_id, {}).get("", {})
+    rows = []
+    for cid in sorted(entries, reverse=True)[:limit]:
+        (ctype, cdata), (mtype, mdata), parent = entries[cid]
+        checkpoint = saver.serde.loads_typed((ctype, cdata))
+        metadata = saver.serde.loads_typed((mtype, mdata)) or {}
+        rows.append(
+            (
+                cid,
+                checkpoint.get("ts"),
+                metadata.get("step"),
+                metadata.get("source"),
+                parent,
+                ", ".join(sorted(checkpoint.get("updated_channels") or [])),
+                len(snap.writes.get((thread_id, "", cid), {})),
+                len(cdata) + len(mdata),
+            )
+        )
+    df = pd.DataFrame(
+        rows, columns=["checkpoint_id", "ts", "step", "source", "parent_id", "updated_channels", "writes", "bytes"]
+    )
+    df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601", errors="coerce")
+    df["step"] = df["step"].astype("Int64")
+    return df
+
+
+def checkpoint_state(saver: HybridSaver, thread_id: str, checkpoint_id: str | None = None) -> dict[str, Any] | None:
+    """The state of one checkpoint (newest when ``checkpoint_id`` is None), or None.
+
+    Returns a dict with ``checkpoint_id``, ``parent_id``, ``ts``, ``values`` (channel values as
+    stored, e.g. LangChain messages), ``metadata`` and ``pending_writes`` (task, channel, value).
+    """
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    found = saver.get_tuple({"configurable": configurable})
+    if found is None:
+        return None
+    parent = found.parent_config["configurable"].get("checkpoint_id") if found.parent_config else None
+    return {
+        "checkpoint_id": found.checkpoint["id"],
+        "parent_id": parent,
+        "ts": found.checkpoint.get("ts"),
+        "values": dict(found.checkpoint.get("channel_values") or {}),
+        "metadata": dict(found.metadata or {}),
+        "pending_writes": list(found.pending_writes or []),
+    }
+
+
+def _message_key(message: Any) -> str:
+    mid = getattr(message, "id", None)
+    if mid:
+        return str(mid)
+    return json.dumps(to_jsonable(message), sort_keys=True, default=str)
+
+
+def _checkpoint_pair(
+    saver: HybridSaver, thread_id: str, before_id: str, after_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The states of two checkpoints of a thread (see :func:`checkpoint_state`).
+
+    Raises:
+        LookupError: a checkpoint is not in the thread.
+    """
+    a = checkpoint_state(saver, thread_id, before_id)
+    b = checkpoint_state(saver, thread_id, after_id)
+    for cid, state in ((before_id, a), (after_id, b)):
+        if state is None:
+            raise LookupError(f"Checkpoint {cid} is not in thread {thread_id!r}; pick one from its history.")
+    assert a is not None and b is not None
+    return a, b
+
+
+def diff_checkpoints(saver: HybridSaver, thread_id: str, before_id: str, after_id: str) -> pd.DataFrame:
+    """Channel-by-channel differences between two checkpoints of a thread.
+
+    Columns: ``channel``, ``change`` (added, removed, changed, unchanged), ``before``, ``after``
+    (one-line previews). Message lists are compared by message id: ``after`` then lists the
+    messages added and ``before`` the ones removed.
+
+    Raises:
+        LookupError: a checkpoint is not in the thread.
+    """
+    a, b = _checkpoint_pair(saver, thread_id, before_id, after_id)
+    rows = []
+    for channel in sorted(set(a["values"]) | set(b["values"])):
+        if channel not in a["values"]:
+            rows.append((channel, "added", "", preview(b["values"][channel])))
+            continue
+        if channel not in b["values"]:
+            rows.append((channel, "removed", preview(a["values"][channel]), ""))
+            continue
+        old, new = a["values"][channel], b["values"][channel]
+        if isinstance(old, list) and isinstance(new, list) and all(hasattr(m, "content") for m in [*old, *new]):
+            old_keys = {_message_key(m) for m in old}
+            new_keys = {_message_key(m) for m in new}
+            added = [m for m in new if _message_key(m) not in old_keys]
+            removed = [m for m in old if _message_key(m) not in new_keys]
+            if not added and not removed and len(old) == len(new):
+                rows.append((channel, "unchanged", preview(old), preview(new)))
+            else:
+                rows.append(
+                    (
+                        channel,
+                        "changed",
+                        f"{len(removed)} removed: " + "; ".join(preview(m.content, 60) for m in removed)
+                        if removed
+                        else f"{len(old)} messages",
+                        f"{len(added)} added: " + "; ".join(preview(m.content, 60) for m in added)
+                        if added
+                        else f"{len(new)} messages",
+                    )
+                )
+            continue
+        same = to_jsonable(old) == to_jsonable(new)
+        rows.append((channel, "unchanged" if same else "changed", preview(old), preview(new)))
+    return pd.DataFrame(rows, columns=["channel", "change", "before", "after"])
+
+
+def is_internal_channel(name: str) -> bool:
+    """True for LangGraph's own channels (``__start__``, ``branch:to:respond``), not the graph's state."""
+    return name.startswith("__") or name.startswith("branch:")
+
+
+MESSAGE_DIFF_COLUMNS = ["change", "role", "before", "after"]
+
+
+def message_diff(saver: HybridSaver, thread_id: str, before_id: str, after_id: str) -> pd.DataFrame:
+    """The ``messages`` of two checkpoints compared message by message (by id, in order):
+    ``change`` is ``added``, ``removed``, ``changed`` (same id, other content) or ``same``.
+
+    Raises:
+        LookupError: a checkpoint is not in the thread.
+    """
+    a, b = _checkpoint_pair(saver, thread_id, before_id, after_id)
+    old = [m for m in a["values"].get("messages") or [] if hasattr(m, "content")]
+    new = [m for m in b["values"].get("messages") or [] if hasattr(m, "content")]
+    old_by_key = {_message_key(m): m for m in old}
+    new_keys = {_message_key(m) for m in new}
+    rows = []
+    for m in new:
+        key = _message_key(m)
+        role = getattr(m, "type", "message")
+        was = old_by_key.get(key)
+        if was is None:
+            rows.append(("added", role, "", preview(m.content, 400)))
+        elif to_jsonable(was.content) != to_jsonable(m.content):
+            rows.append(("changed", role, preview(was.content, 400), preview(m.content, 400)))
+        else:
+            rows.append(("same", role, preview(m.content, 400), preview(m.content, 400)))
+    for m in old:
+        if _message_key(m) not in new_keys:
+            rows.append(("removed", getattr(m, "type", "message"), preview(m.content, 400), ""))
+    return pd.DataFrame(rows, columns=MESSAGE_DIFF_COLUMNS)
+
+
+def pending_writes(saver: HybridSaver, thread_id: str, checkpoint_id: str | None = None) -> pd.DataFrame:
+    """Writes stored against the thread's checkpoints (one checkpoint, or all of the thread)."""
+    snap = saver.thread_rows(thread_id)
+    rows = []
+    for (_tid, ns, cid), inner in snap.writes.items():
+        if checkpoint_id is not None and cid != checkpoint_id:
+            continue
+        for (task_id, idx), (_task, channel, typed, path) in inner.items():
+            try:
+                value = preview(saver.serde.loads_typed(typed))
+            except Exception:  # noqa: BLE001 - show the row even when its value cannot be decoded
+                value = f"<{typed[0]}: {len(typed[1])} bytes>"
+            rows.append((cid, ns, task_id, idx, channel, value, path))
+    df = pd.DataFrame(
+        rows, columns=["checkpoint_id", "checkpoint_ns", "task_id", "idx", "channel", "value", "task_path"]
+    )
+    return df.sort_values(["checkpoint_id", "task_id", "idx"], ascending=[False, True, True]).reset_index(drop=True)
+
+
+def export_thread(saver: HybridSaver, thread_id: str) -> dict[str, Any]:
+    """Every checkpoint of a thread (all namespaces), oldest first, as JSON-able dicts."""
+    snap = saver.thread_rows(thread_id)
+    return export.export_thread(thread_id, snap.storage, snap.writes, snap.blobs, saver.serde)
+
+
+__all__ = [
+    "MESSAGE_DIFF_COLUMNS",
+    "THREAD_COLUMNS",
+    "THREAD_SORTS",
+    "checkpoint_history",
+    "checkpoint_state",
+    "diff_checkpoints",
+    "export_thread",
+    "is_internal_channel",
+    "message_diff",
+    "pending_writes",
+    "resident_threads_frame",
+    "thread_exists",
+    "thread_page",
+    "thread_titles",
+]
