@@ -6,7 +6,7 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ui
+from dashboard import charts, tables, ui
 from persistence import BackupRun, views
 from persistence.scheduler import MAX_INTERVAL
 
@@ -389,29 +389,10 @@ else:
     nxt = int(gens["generation"].min()) if len(gens) >= saver.retention else None
     st.caption(
         f"{len(gens):,} of {saver.retention:,} kept (BACKUP_RETENTION). Each generation holds the whole state at "
-        "its time but stores only what changed: “Written” is its cost. "
+        "its time but stores only what changed: “Cost” is what it wrote. "
         + (f"Generation {nxt} is the next one retention drops." if nxt else "Retention drops nothing yet.")
     )
-    shown = gens.assign(
-        written=gens["bytes_written"].map(ui.fmt_bytes),
-        note=gens["generation"].map(lambda g: "dropped next" if g == nxt else ""),
-    )
-    st.dataframe(
-        shown,
-        hide_index=True,
-        column_order=["generation", "taken_at", "trigger", "threads", "checkpoints", "rows_written", "written", "note"],
-        column_config={
-            "generation": st.column_config.NumberColumn("Generation", format="%d"),
-            "taken_at": st.column_config.DatetimeColumn("Taken (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "trigger": st.column_config.TextColumn("Trigger"),
-            "threads": st.column_config.NumberColumn("Threads", format="localized"),
-            "checkpoints": st.column_config.NumberColumn("Checkpoints", format="localized"),
-            "rows_written": st.column_config.NumberColumn("Rows written", format="localized"),
-            "written": st.column_config.TextColumn("Written"),
-            "note": st.column_config.TextColumn("Retention"),
-        },
-        key="generations_table",
-    )
+    tables.generations_table(gens, key="generations_table", dropped_next=nxt)
     pick_col, verify_col = st.columns([3, 1], vertical_alignment="bottom")
     to_verify = pick_col.selectbox("Verify a generation", list(gens["generation"]), key="verify_generation")
     if verify_col.button("Verify", icon=":material/verified:", key="verify", width="stretch"):

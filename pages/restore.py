@@ -1,10 +1,9 @@
 """Restore: the kept generations, a preview of one against the current state, restore all or one
 thread after confirmation, and how to undo it."""
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import ui
+from dashboard import tables, ui
 from persistence import views
 
 runtime = ui.page_setup(
@@ -121,33 +120,7 @@ if gens.empty:
     st.stop()
 
 st.subheader("Generations")
-TRIGGERS = {"pre-restore": "before a restore (its undo)", "restore": "a restore", "close": "at shutdown"}
-st.dataframe(
-    gens.assign(
-        what=gens.apply(
-            lambda r: (
-                f"restore of #{int(r['restored_from'])}"
-                + (f", thread {r['thread_id']}" if r["thread_id"] else ", all threads")
-                if pd.notna(r["restored_from"])
-                else TRIGGERS.get(r["trigger"], r["trigger"])
-            ),
-            axis=1,
-        ),
-        written=gens["bytes_written"].map(ui.fmt_bytes),
-    ),
-    hide_index=True,
-    column_order=["generation", "taken_at", "what", "threads", "checkpoints", "rows_written", "written"],
-    column_config={
-        "generation": st.column_config.NumberColumn("Generation", format="%d"),
-        "taken_at": st.column_config.DatetimeColumn("Taken (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-        "what": st.column_config.TextColumn("Written by"),
-        "threads": st.column_config.NumberColumn("Threads", format="localized"),
-        "checkpoints": st.column_config.NumberColumn("Checkpoints", format="localized"),
-        "rows_written": st.column_config.NumberColumn("Rows written", format="localized"),
-        "written": st.column_config.TextColumn("Cost"),
-    },
-    key="restore_generations_table",
-)
+tables.generations_table(gens, key="restore_generations_table")
 
 by_gen = gens.set_index("generation")
 
