@@ -109,25 +109,9 @@ def _turns(db: Database, templates: list[Template], settings: Settings, log: Any
                     "postgres": build_graph(postgres, OfflineResponder()),
                     "memory": build_graph(memory, OfflineResponder()),
                 }
-                miss: list[float] = []
-                pg: list[float] = []
-                for k, tid in enumerate(cold):
-                    text = user_text(k, 11)
-                    order = ("hybrid", "postgres") if k % 2 else ("postgres", "hybrid")
-                    for name in order:
-                        start = clock()
-                        chat_turn(graphs[name], tid, text)
-                        (miss if name == "hybrid" else pg).append(clock() - start)
+                miss, pg = _turns_side_by_side(graphs["hybrid"], graphs["postgres"], cold, 11)
                 loads = hybrid.stats().loads
-                hit: list[float] = []
-                mem: list[float] = []
-                for k, tid in enumerate(cold):
-                    text = user_text(k, 12)
-                    order = ("hybrid", "memory") if k % 2 else ("memory", "hybrid")
-                    for name in order:
-                        start = clock()
-                        chat_turn(graphs[name], tid, text)
-                        (hit if name == "hybrid" else mem).append(clock() - start)
+                hit, mem = _turns_side_by_side(graphs["hybrid"], graphs["memory"], cold, 12)
                 hits_loaded = hybrid.stats().loads - loads
             finally:
                 hybrid.close()
@@ -202,6 +186,18 @@ def _random_access(db: Database, templates: list[Template], settings: Settings, 
         f"{stats.loads} loads, {stats.evictions} evictions"
     )
     return out
+
+
+def _turns_side_by_side(first: Any, second: Any, threads: list[str], turn: int) -> tuple[list[float], list[float]]:
+    """One turn per thread on each of two graphs, alternating which goes first; their durations."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for k, tid in enumerate(threads):
+        text = user_text(k, turn)
+        for which in (0, 1) if k % 2 else (1, 0):  # as before: odd threads start with the first
+            start = clock()
+            chat_turn((first, second)[which], tid, text)
+            times[which].append(clock() - start)
+    return times
 
 
 __all__ = ["run_residency"]
