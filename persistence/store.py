@@ -1,5 +1,6 @@
 """The PostgreSQL side of the checkpoints: writing a generation with COPY, reading it back,
-restoring, verifying and retention. The schema and the storage model are in :mod:`persistence.schema`.
+restoring, verifying and retention. The schema and the storage model are in :mod:`persistence.schema`;
+the thread directory is in :mod:`persistence.directory`, the runs table in :mod:`persistence.runlog`.
 
 A backup writes one generation in one transaction: it takes the next number from the counter row
 (the row lock orders generations by commit across every member of a fleet), checks that the
@@ -9,18 +10,19 @@ writer still owns each thread it writes (fencing), tombstones replaced keys, the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
+from persistence.directory import ThreadDirectory
 from persistence.errors import GenerationNotFound, ThreadNotFound
+from persistence.runlog import RunLog
 from persistence.schema import (
     GENERATIONAL,
     MIGRATIONS,
@@ -130,7 +132,7 @@ class Snapshot:
         return sum(len(ns) for t in self.storage.values() for ns in t.values())
 
 
-class Store:
+class Store(ThreadDirectory, RunLog):
     """Reads and writes generations in one PostgreSQL schema through a borrowed pool."""
 
     def __init__(self, pool: ConnectionPool, schema: str = DEFAULT_SCHEMA) -> None:
@@ -538,98 +540,6 @@ class Store:
             ).fetchone()
         return bool(row and row[0])
 
-    # -- the thread directory (summaries and owners) -------------------------------------------
-
-    #: columns :meth:`thread_page` sorts by
-    SORTS = ("updated_at", "checkpoints", "bytes", "title", "thread_id")
-
-    def thread_page(
-        self,
-        *,
-        query: str = "",
-        sort: str = "updated_at",
-        descending: bool = True,
-        offset: int = 0,
-        limit: int = 50,
-        thread_ids: Sequence[str] | None = None,
-        hide_claims_of: int | None = None,
-        unless: Sequence[str] = (),
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the store's threads, searched, sorted and counted by PostgreSQL.
-
-        Every thread with a live summary (as of its last backup) or an owner (claimed, perhaps not
-        backed up yet) is listed. ``query`` matches the title and the message text (any case) and
-        the thread id. Returns (rows, total matching); each row has ``thread_id``, ``title``,
-        ``checkpoints``, ``bytes``, ``updated_at``, ``newest_checkpoint``, ``snippet`` (where the
-        query matched in the text), ``owner`` (member id or None) and ``backed_up`` (has a summary).
-        """
-        if sort not in self.SORTS:
-            raise ValueError(f"sort must be one of {', '.join(self.SORTS)}, got {sort!r}")
-        where = [sql.SQL("true")]
-        params: list[Any] = []
-        text = query.strip()
-        if text:
-            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            if "\x00" in text:  # no title or text holds a NUL (PostgreSQL text cannot): ids only
-                where.append(sql.SQL("position(%s IN t.thread_id) > 0"))
-                params.append(enc(text))
-            else:
-                where.append(sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)"))
-                params += [pattern, pattern, enc(text)]
-        if thread_ids is not None:
-            where.append(sql.SQL("t.thread_id = ANY(%s)"))
-            params.append([enc(t) for t in thread_ids])
-        if hide_claims_of is not None:
-            where.append(sql.SQL("(s.thread_id IS NOT NULL OR o.owner IS DISTINCT FROM %s OR t.thread_id = ANY(%s))"))
-            params += [hide_claims_of, [enc(t) for t in unless]]
-        order = sql.SQL("{} {} NULLS LAST, t.thread_id").format(
-            sql.SQL("t.thread_id") if sort == "thread_id" else sql.Identifier("s", sort),
-            sql.SQL("DESC" if descending else "ASC"),
-        )
-        base = sql.SQL(
-            "FROM (SELECT thread_id FROM {s}.summaries WHERE deleted_gen IS NULL "
-            "UNION SELECT thread_id FROM {s}.owners) t "
-            "LEFT JOIN {s}.summaries s ON s.thread_id = t.thread_id AND s.deleted_gen IS NULL "
-            "LEFT JOIN {s}.owners o ON o.thread_id = t.thread_id WHERE {w}"
-        ).format(s=self._s, w=sql.SQL(" AND ").join(where))
-        snippet = sql.SQL("NULL")
-        snippet_params: list[Any] = []
-        if text and "\x00" not in text:
-            snippet = sql.SQL(
-                "CASE WHEN strpos(lower(s.content), lower(%s)) > 0 THEN "
-                "substr(s.content, greatest(strpos(lower(s.content), lower(%s)) - 40, 1), 120) END"
-            )
-            snippet_params = [text, text]
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
-            total = int(cur.fetchone()["n"])  # type: ignore[index]
-            cur.execute(
-                sql.SQL(
-                    "SELECT t.thread_id, s.title, s.checkpoints, s.bytes, s.updated_at, s.newest_checkpoint, "
-                    "{snippet} AS snippet, o.owner, s.thread_id IS NOT NULL AS backed_up "
-                ).format(snippet=snippet)
-                + base
-                + sql.SQL(" ORDER BY {} OFFSET %s LIMIT %s").format(order),
-                [*snippet_params, *params, max(0, int(offset)), max(0, int(limit))],
-            )
-            rows = cur.fetchall()
-        for row in rows:
-            row["thread_id"] = dec(row["thread_id"])
-            if row["newest_checkpoint"] is not None:
-                row["newest_checkpoint"] = dec(row["newest_checkpoint"])
-        return rows, total
-
-    def store_figures(self) -> dict[str, int]:
-        """Threads, checkpoints and bytes of the newest state (from the summaries)."""
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                self._q(
-                    "SELECT count(*), coalesce(sum(checkpoints), 0), coalesce(sum(bytes), 0) "
-                    "FROM {s}.summaries WHERE deleted_gen IS NULL"
-                )
-            ).fetchone()
-        return {"threads": int(row[0]), "checkpoints": int(row[1]), "bytes": int(row[2])} if row else {}
-
     # -- restore ------------------------------------------------------------------------------
 
     def restore_generation(
@@ -793,94 +703,6 @@ class Store:
                         (oldest,),
                     )
         return dropped
-
-    # -- runs ---------------------------------------------------------------------------------
-
-    RUN_COLUMNS = (
-        "trigger",
-        "started_at",
-        "finished_at",
-        "generation",
-        "rows_written",
-        "bytes_written",
-        "lag_seconds",
-        "pending",
-        "threads",
-        "checkpoints",
-        "error",
-        "request_id",
-        "instance_id",
-        "folded",
-        "notes",
-    )
-
-    def log_runs(self, runs: Iterable[dict[str, Any]]) -> None:
-        """Insert run records (dicts with the runs table's columns)."""
-        runs = list(runs)
-        if not runs:
-            return
-        cols = self.RUN_COLUMNS
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v})").format(
-                    s=self._s,
-                    c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                    v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                ),
-                [tuple(r.get(c) for c in cols) for r in runs],
-            )
-
-    def log_run(self, run: dict[str, Any]) -> int:
-        """Insert one run record and return its id."""
-        cols = self.RUN_COLUMNS
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v}) RETURNING id").format(
-                    s=self._s,
-                    c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                    v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                ),
-                [run.get(c) for c in cols],
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def fold_run(self, run_id: int, finished_at: datetime) -> bool:
-        """Count one more run with nothing to write into the row ``run_id``; False if it is gone."""
-        with self.pool.connection() as conn:
-            cur = conn.execute(
-                self._q("UPDATE {s}.runs SET folded = folded + 1, finished_at = %s WHERE id = %s"),
-                (finished_at, run_id),
-            )
-            return cur.rowcount > 0
-
-    def runs(self, limit: int = 500, *, instance_id: int | None = None, empty: bool = True) -> list[dict[str, Any]]:
-        """The newest ``limit`` runs, newest first (of one member when ``instance_id`` is given;
-        without runs that had nothing to write unless ``empty``)."""
-        where = [sql.SQL("true")]
-        params: list[Any] = []
-        if instance_id is not None:
-            where.append(sql.SQL("instance_id = %s"))
-            params.append(instance_id)
-        if not empty:
-            where.append(sql.SQL("(generation IS NOT NULL OR error IS NOT NULL)"))
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                sql.SQL("SELECT * FROM {s}.runs WHERE {w} ORDER BY id DESC LIMIT %s").format(
-                    s=self._s, w=sql.SQL(" AND ").join(where)
-                ),
-                [*params, limit],
-            )
-            return list(cur.fetchall())
-
-    def database_size(self) -> int:
-        """Bytes used by this store's tables and indexes."""
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-                (self.schema,),
-            ).fetchone()
-        return int(row[0]) if row else 0
 
 
 #: key columns of each checkpoint table (the payload starts after them)

@@ -1,0 +1,121 @@
+"""The store's thread directory: every thread with a live summary (as of its last backup) or an
+owner (claimed by a member, perhaps not backed up yet), searched, sorted, counted and paged by
+PostgreSQL. Mixed into :class:`persistence.store.Store`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from persistence.schema import dec, enc
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg_pool import ConnectionPool
+
+
+class ThreadDirectory:
+    """Queries over the summaries and owners tables (needs the Store's ``pool``, ``_q`` and ``_s``)."""
+
+    pool: ConnectionPool
+    _s: sql.Identifier
+
+    if TYPE_CHECKING:
+
+        def _q(self, text: str) -> sql.Composed: ...
+
+    #: columns :meth:`thread_page` sorts by
+    SORTS = ("updated_at", "checkpoints", "bytes", "title", "thread_id")
+
+    def thread_page(
+        self,
+        *,
+        query: str = "",
+        sort: str = "updated_at",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        thread_ids: Sequence[str] | None = None,
+        hide_claims_of: int | None = None,
+        unless: Sequence[str] = (),
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the store's threads, searched, sorted and counted by PostgreSQL.
+
+        Every thread with a live summary (as of its last backup) or an owner (claimed, perhaps not
+        backed up yet) is listed. ``query`` matches the title and the message text (any case) and
+        the thread id. Returns (rows, total matching); each row has ``thread_id``, ``title``,
+        ``checkpoints``, ``bytes``, ``updated_at``, ``newest_checkpoint``, ``snippet`` (where the
+        query matched in the text), ``owner`` (member id or None) and ``backed_up`` (has a summary).
+        """
+        if sort not in self.SORTS:
+            raise ValueError(f"sort must be one of {', '.join(self.SORTS)}, got {sort!r}")
+        where = [sql.SQL("true")]
+        params: list[Any] = []
+        text = query.strip()
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            if "\x00" in text:  # no title or text holds a NUL (PostgreSQL text cannot): ids only
+                where.append(sql.SQL("position(%s IN t.thread_id) > 0"))
+                params.append(enc(text))
+            else:
+                where.append(sql.SQL("(s.title ILIKE %s OR s.content ILIKE %s OR position(%s IN t.thread_id) > 0)"))
+                params += [pattern, pattern, enc(text)]
+        if thread_ids is not None:
+            where.append(sql.SQL("t.thread_id = ANY(%s)"))
+            params.append([enc(t) for t in thread_ids])
+        if hide_claims_of is not None:
+            where.append(sql.SQL("(s.thread_id IS NOT NULL OR o.owner IS DISTINCT FROM %s OR t.thread_id = ANY(%s))"))
+            params += [hide_claims_of, [enc(t) for t in unless]]
+        order = sql.SQL("{} {} NULLS LAST, t.thread_id").format(
+            sql.SQL("t.thread_id") if sort == "thread_id" else sql.Identifier("s", sort),
+            sql.SQL("DESC" if descending else "ASC"),
+        )
+        base = sql.SQL(
+            "FROM (SELECT thread_id FROM {s}.summaries WHERE deleted_gen IS NULL "
+            "UNION SELECT thread_id FROM {s}.owners) t "
+            "LEFT JOIN {s}.summaries s ON s.thread_id = t.thread_id AND s.deleted_gen IS NULL "
+            "LEFT JOIN {s}.owners o ON o.thread_id = t.thread_id WHERE {w}"
+        ).format(s=self._s, w=sql.SQL(" AND ").join(where))
+        snippet = sql.SQL("NULL")
+        snippet_params: list[Any] = []
+        if text and "\x00" not in text:
+            snippet = sql.SQL(
+                "CASE WHEN strpos(lower(s.content), lower(%s)) > 0 THEN "
+                "substr(s.content, greatest(strpos(lower(s.content), lower(%s)) - 40, 1), 120) END"
+            )
+            snippet_params = [text, text]
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
+            total = int(cur.fetchone()["n"])  # type: ignore[index]
+            cur.execute(
+                sql.SQL(
+                    "SELECT t.thread_id, s.title, s.checkpoints, s.bytes, s.updated_at, s.newest_checkpoint, "
+                    "{snippet} AS snippet, o.owner, s.thread_id IS NOT NULL AS backed_up "
+                ).format(snippet=snippet)
+                + base
+                + sql.SQL(" ORDER BY {} OFFSET %s LIMIT %s").format(order),
+                [*snippet_params, *params, max(0, int(offset)), max(0, int(limit))],
+            )
+            rows = cur.fetchall()
+        for row in rows:
+            row["thread_id"] = dec(row["thread_id"])
+            if row["newest_checkpoint"] is not None:
+                row["newest_checkpoint"] = dec(row["newest_checkpoint"])
+        return rows, total
+
+    def store_figures(self) -> dict[str, int]:
+        """Threads, checkpoints and bytes of the newest state (from the summaries)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                self._q(
+                    "SELECT count(*), coalesce(sum(checkpoints), 0), coalesce(sum(bytes), 0) "
+                    "FROM {s}.summaries WHERE deleted_gen IS NULL"
+                )
+            ).fetchone()
+        return {"threads": int(row[0]), "checkpoints": int(row[1]), "bytes": int(row[2])} if row else {}
+
+
+__all__ = ["ThreadDirectory"]
