@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from persistence.errors import DatabaseUnavailable
 
@@ -33,6 +33,8 @@ DEFAULT_DATA_DIR = _CHECKOUT / ".data" if (_CHECKOUT / "pyproject.toml").exists(
 CONNECT_TIMEOUT = 5
 #: seconds to wait for a pool connection
 POOL_TIMEOUT = 5.0
+#: seconds a request waits for a pool connection before it checks the server directly
+POOL_PROBE_AFTER = 0.5
 
 _embedded_lock = threading.Lock()
 _embedded: dict[Path, Any] = {}
@@ -117,6 +119,25 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
             "Check that the server is running and reachable, that the database exists and the "
             "credentials are right, then fix DATABASE_URL (or unset it to use the embedded server)."
         ) from None
+
+
+def ensure_pool_serves(pool: ConnectionPool, url: str, probe_after: float = POOL_PROBE_AFTER) -> None:
+    """Return when ``pool`` can hand out a connection; fail fast when the server is down.
+
+    A pool whose connections died reconnects in the background with growing back-off, and a
+    request for a connection waits the pool's whole timeout. A request that a user waits for
+    (loading a thread) instead waits ``probe_after`` seconds, then tries the server directly:
+    when that fails it raises at once; when it works the pool was only busy, and the wait goes on.
+
+    Raises:
+        DatabaseUnavailable: the server cannot be reached (the sentence names it, not the password).
+    """
+    try:
+        conn = pool.getconn(timeout=probe_after)
+    except PoolTimeout:
+        check_connection(url, timeout=2)
+        return
+    pool.putconn(conn)
 
 
 def open_pool(

@@ -958,7 +958,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, InMemorySaver):
             lag_seconds=time.time() - since if since is not None else 0.0,
             last_backup=last,
             last_success=self.last_success,
-            database_ok=last is None or last.ok,
+            database_ok=(last is None or last.ok) and not self._db_failed,
             resident_threads=res.resident_threads,
             resident_bytes=res.resident_bytes,
             dirty_bytes=res.dirty_bytes,

@@ -252,3 +252,30 @@ def test_restore_during_an_outage_changes_nothing(server: PrivateServer, url: st
     again = HybridSaver.from_url(url, backup_interval=None, listen=False)
     savers.append(again)
     assert all_human_texts(again)["t"] == ["my name is Ana", "my name is Bea", "I live in Porto", "what is my name?"]
+
+
+def test_new_thread_right_after_the_database_went_away_does_not_wait_for_the_pool(
+    server: PrivateServer, url: str, savers: list[HybridSaver]
+) -> None:
+    """The database goes away between two backups and the pool has already dropped its dead
+    connections (it reconnects in the background, with back-off): a turn on a new thread must not
+    wait the pool's timeout for a connection before it learns that the server is down."""
+    saver = HybridSaver.from_url(url, backup_interval=None)
+    savers.append(saver)
+    graph = build_graph(saver, OfflineResponder())
+    chat_turn(graph, "kept", "my name is Ada")
+    saver.backup()
+    server.stop()
+    saver.pool.check()  # drops the dead idle connections, as a run that met them does
+    assert saver.stats().database_ok, "no failure was recorded yet: the saver still believes the database is up"
+
+    t0 = time.monotonic()
+    chat_turn(graph, "new-during-outage", "my name is Grace")
+    first = time.monotonic() - t0
+    assert first < 2.0, f"the first turn on a new thread took {first:.2f} s (the pool's timeout is 5 s)"
+    assert not saver.stats().database_ok and saver.stats().pending > 0
+
+    server.start()
+    run = saver.backup()
+    assert run.ok, run
+    assert memory_state(saver) == store_state(saver)
