@@ -137,7 +137,7 @@ def test_one_load_for_many_callers_and_other_threads_never_wait(
         assert not results, "the cold thread loaded while its rows were locked"
         t0 = time.monotonic()
         assert saver.get_tuple({"configurable": {"thread_id": "hot"}}) is not None
-        assert time.monotonic() - t0 < 0.2, "a resident thread waited for another thread's load"
+        assert time.monotonic() - t0 < 1.0, "a resident thread waited for another thread's load"
     finally:
         blocker.rollback()
         blocker.close()
