@@ -229,6 +229,15 @@ def dec_version(data: bytes) -> str | int | float:
     raise ValueError(f"unknown version tag {tag!r}")
 
 
+def describe_row(table: str, row: tuple) -> str:
+    """A row of a checkpoint table as a person reads it (for damaged-row reports)."""
+    if table == "checkpoints":
+        return f"checkpoint {dec(row[2])}"
+    if table == "writes":
+        return f"write {dec(row[3])}/{row[4]} of checkpoint {dec(row[2])}"
+    return f"channel value {dec(row[2])}@{dec_version(row[3])}"
+
+
 __all__ = [
     "GENERATIONAL",
     "MIGRATIONS",
@@ -237,6 +246,7 @@ __all__ = [
     "TABLES",
     "dec",
     "dec_version",
+    "describe_row",
     "enc",
     "enc_version",
     "row_crc",

@@ -1,6 +1,7 @@
-"""The PostgreSQL side of the checkpoints: writing a generation with COPY, reading it back,
-restoring, verifying and retention. The schema and the storage model are in :mod:`persistence.schema`;
-the thread directory is in :mod:`persistence.directory`, the runs table in :mod:`persistence.runlog`.
+"""The PostgreSQL side of the checkpoints: writing a generation with COPY and reading it back.
+The schema and the storage model are in :mod:`persistence.schema`; restore, verify and retention
+in :mod:`persistence.upkeep`, the thread directory in :mod:`persistence.directory`, the runs table
+in :mod:`persistence.runlog`.
 
 A backup writes one generation in one transaction: it takes the next number from the counter row
 (the row lock orders generations by commit across every member of a fleet), checks that the
@@ -21,25 +22,23 @@ from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
 from persistence.directory import ThreadDirectory
-from persistence.errors import GenerationNotFound, ThreadNotFound
+from persistence.errors import GenerationNotFound
 from persistence.runlog import RunLog
 from persistence.schema import (
-    GENERATIONAL,
     MIGRATIONS,
-    RESTORE_COLUMNS,
     TABLES,
     dec,
     dec_version,
+    describe_row,
     enc,
     enc_version,
     row_crc,
 )
+from persistence.upkeep import GenerationUpkeep
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA = "hybrid_saver"
-#: runs kept in the runs table (each backup run, failed ones too, adds one)
-MAX_RUNS = 20_000
 #: the longest text of a thread kept in its summary for search
 CONTENT_LIMIT = 16_000
 
@@ -132,7 +131,7 @@ class Snapshot:
         return sum(len(ns) for t in self.storage.values() for ns in t.values())
 
 
-class Store(ThreadDirectory, RunLog):
+class Store(ThreadDirectory, RunLog, GenerationUpkeep):
     """Reads and writes generations in one PostgreSQL schema through a borrowed pool."""
 
     def __init__(self, pool: ConnectionPool, schema: str = DEFAULT_SCHEMA) -> None:
@@ -540,174 +539,6 @@ class Store(ThreadDirectory, RunLog):
             ).fetchone()
         return bool(row and row[0])
 
-    # -- restore ------------------------------------------------------------------------------
-
-    def restore_generation(
-        self, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
-    ) -> int:
-        """Commit the state of ``generation`` (all threads or one) as a new generation, server-side.
-
-        Rows live now but not at ``generation`` are tombstoned; rows live then but deleted since are
-        copied forward. Returns the new generation.
-        """
-        self.get_generation(generation)
-        if thread_id is not None and not self.has_thread(generation, thread_id):
-            raise ThreadNotFound(
-                f"Thread {thread_id!r:.120} is not in generation {generation}. "
-                "Pick a generation that holds it (see the Restore page or `python -m persistence generations`)."
-            )
-        scope = sql.SQL("")
-        scope_params: list[Any] = []
-        if thread_id is not None:
-            scope = sql.SQL(" AND thread_id = %s")
-            scope_params = [enc(thread_id)]
-        with self.pool.connection() as conn, conn.transaction():
-            new, _threads, _checkpoints = self._next_generation(
-                conn,
-                trigger,
-                "restore",
-                restored_from=generation,
-                thread_id=enc(thread_id) if thread_id is not None else None,
-            )
-            nrows = 0
-            for table in GENERATIONAL:
-                cur = conn.execute(
-                    sql.SQL(
-                        "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL AND added_gen > %s{scope}"
-                    ).format(s=self._s, t=sql.Identifier(table), scope=scope),
-                    [new, generation, *scope_params],
-                )
-                nrows += max(cur.rowcount, 0)
-                cols = sql.SQL(", ").join(map(sql.Identifier, RESTORE_COLUMNS[table]))
-                cur = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {s}.{t} ({c}, added_gen) SELECT {c}, %s FROM {s}.{t} "
-                        "WHERE added_gen <= %s AND deleted_gen > %s AND deleted_gen <> %s{scope}"
-                    ).format(s=self._s, t=sql.Identifier(table), c=cols, scope=scope),
-                    [new, generation, generation, new, *scope_params],
-                )
-                if table != "summaries":
-                    nrows += max(cur.rowcount, 0)
-            counts = conn.execute(
-                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
-            ).fetchone()
-            conn.execute(
-                self._q(
-                    "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s WHERE generation = %s"
-                ),
-                (counts[1] if counts else 0, counts[0] if counts else 0, nrows, new),
-            )
-        return new
-
-    def verify_generation(self, generation: int, thread_id: str | None = None) -> tuple[int, list[tuple[str, str]]]:
-        """Check every row of ``generation`` against its checksum (nothing is kept in memory).
-
-        PostgreSQL 18 and newer compute the checksums server-side (``crc32()``); older servers
-        stream the rows here. Returns (rows checked, damaged rows as (thread id, what)).
-        """
-        self.get_generation(generation)
-        checked = 0
-        damaged: list[tuple[str, str]] = []
-        ids = [thread_id] if thread_id is not None else None
-        with self.pool.connection() as conn:
-            server_side = conn.info.server_version >= 180000
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    for table, width in _KEY_WIDTH.items():
-                        if server_side:
-                            n, bad = self._verify_server_side(cur, table, generation, ids)
-                            checked += n
-                            damaged += bad
-                            continue
-                        for row in self._copy_out(cur, table, generation, ids, True):
-                            checked += 1
-                            stored = row[-1]
-                            if stored is not None and stored != row_crc(row[width:-1]):
-                                damaged.append((dec(row[0]), _describe_row(table, row)))
-            finally:
-                conn.isolation_level = None
-        return checked, damaged
-
-    def _verify_server_side(
-        self, cur: psycopg.Cursor, table: str, generation: int, thread_ids: list[str] | None
-    ) -> tuple[int, list[tuple[str, str]]]:
-        keys, payload, types = TABLES[table]
-        parts = []
-        for col, typ in zip(payload, types[len(keys) :], strict=True):
-            value = sql.SQL("convert_to({}, 'UTF8')" if typ == "text" else "{}").format(sql.Identifier(col))
-            parts.append(
-                sql.SQL(
-                    "CASE WHEN {v} IS NULL THEN '\\xffffffff'::bytea ELSE "
-                    "set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, length({v}) & 255), "
-                    "1, (length({v}) >> 8) & 255), 2, (length({v}) >> 16) & 255), 3, (length({v}) >> 24) & 255) "
-                    "|| {v} END"
-                ).format(v=value)
-            )
-        bad = sql.SQL("crc IS NOT NULL AND crc <> crc32({})").format(sql.SQL(" || ").join(parts))
-        where, params = self._live_at(generation)
-        if thread_ids is not None:
-            where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
-            params = [*params, [enc(t) for t in thread_ids]]
-        cur.execute(
-            sql.SQL("SELECT count(*), count(*) FILTER (WHERE {b}) FROM {s}.{t} WHERE {w}").format(
-                b=bad, s=self._s, t=sql.Identifier(table), w=where
-            ),
-            params,
-        )
-        row = cur.fetchone()
-        total, nbad = (int(row[0]), int(row[1])) if row else (0, 0)
-        if not nbad:
-            return total, []
-        cur.execute(
-            sql.SQL("SELECT {c} FROM {s}.{t} WHERE {w} AND {b}").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, keys)), s=self._s, t=sql.Identifier(table), w=where, b=bad
-            ),
-            params,
-        )
-        return total, [(dec(r[0]), _describe_row(table, r)) for r in cur.fetchall()]
-
-    # -- retention ----------------------------------------------------------------------------
-
-    def apply_retention(self, keep: int) -> int:
-        """Keep the newest ``keep`` generations; delete rows no kept generation needs. One member of
-        a fleet at a time (the others skip it). Returns the number of generations dropped.
-        """
-        if keep < 1:
-            raise ValueError(f"retention must keep at least 1 generation, got {keep}")
-        with self.pool.connection() as conn, conn.transaction():
-            got = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self.schema,)
-            ).fetchone()
-            if not got or not got[0]:
-                return 0
-            row = conn.execute(
-                self._q("SELECT generation FROM {s}.generations ORDER BY generation DESC OFFSET %s LIMIT 1"),
-                (keep - 1,),
-            ).fetchone()
-            if not row:
-                return 0
-            oldest = int(row[0])
-            conn.execute(self._q("DELETE FROM {s}.runs WHERE id <= (SELECT max(id) FROM {s}.runs) - %s"), (MAX_RUNS,))
-            conn.execute(
-                self._q("DELETE FROM {s}.commands WHERE id <= (SELECT max(id) FROM {s}.commands) - %s"), (MAX_RUNS,)
-            )
-            cur = conn.execute(self._q("DELETE FROM {s}.generations WHERE generation < %s"), (oldest,))
-            dropped = max(cur.rowcount, 0)
-            if dropped:
-                for table in GENERATIONAL:
-                    conn.execute(
-                        sql.SQL("DELETE FROM {s}.{t} WHERE deleted_gen IS NOT NULL AND deleted_gen <= %s").format(
-                            s=self._s, t=sql.Identifier(table)
-                        ),
-                        (oldest,),
-                    )
-        return dropped
-
-
-#: key columns of each checkpoint table (the payload starts after them)
-_KEY_WIDTH = {table: len(keys) for table, (keys, _payload, _types) in TABLES.items()}
-
 
 def _text(value: Any, limit: int = 1000) -> str | None:
     """Text for a summary column: no NUL (PostgreSQL text refuses it), valid UTF-8, at most ``limit``."""
@@ -716,14 +547,6 @@ def _text(value: Any, limit: int = 1000) -> str | None:
     text = str(value).replace("\x00", "")
     text = text.encode("utf-8", "replace").decode("utf-8")
     return text[:limit]
-
-
-def _describe_row(table: str, row: tuple) -> str:
-    if table == "checkpoints":
-        return f"checkpoint {dec(row[2])}"
-    if table == "writes":
-        return f"write {dec(row[3])}/{row[4]} of checkpoint {dec(row[2])}"
-    return f"channel value {dec(row[2])}@{dec_version(row[3])}"
 
 
 def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
@@ -749,7 +572,7 @@ def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
     for row in rows_of("checkpoints"):
         tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
         if verify and bad(row, 3):
-            damaged.append((name(tid), _describe_row("checkpoints", row)))
+            damaged.append((name(tid), describe_row("checkpoints", row)))
             dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
             continue
         nbytes += len(cdata or b"") + len(mdata or b"")
@@ -762,7 +585,7 @@ def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
     for row in rows_of("writes"):
         tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
         if verify and bad(row, 5):
-            damaged.append((name(tid), _describe_row("writes", row)))
+            damaged.append((name(tid), describe_row("writes", row)))
             dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
             continue
         nbytes += len(value or b"")
@@ -778,7 +601,7 @@ def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
         tid, ns, channel, version, vtype, value = row[:6]
         key = (name(tid), name(ns), name(channel), dec_version(version))
         if verify and bad(row, 4):
-            damaged.append((key[0], _describe_row("blobs", row)))
+            damaged.append((key[0], describe_row("blobs", row)))
             dropped["blobs"].append(key)
             continue
         nbytes += len(value or b"")

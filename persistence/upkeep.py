@@ -1,0 +1,191 @@
+"""Server-side work on whole generations: restore (all threads or one) as a new generation,
+verification of a generation's checksums, and retention. Mixed into :class:`persistence.store.Store`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from persistence.errors import ThreadNotFound
+from persistence.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
+
+if TYPE_CHECKING:
+    from persistence.store import Store
+
+#: runs (and commands) kept in their tables; retention deletes older ones
+MAX_RUNS = 20_000
+#: key columns of each checkpoint table (the payload starts after them)
+_KEY_WIDTH = {table: len(keys) for table, (keys, _payload, _types) in TABLES.items()}
+
+
+class GenerationUpkeep:
+    """Restore, verify and retention (needs the rest of :class:`~persistence.store.Store`)."""
+
+    # -- restore ------------------------------------------------------------------------------
+
+    def restore_generation(
+        self: Store, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
+    ) -> int:
+        """Commit the state of ``generation`` (all threads or one) as a new generation, server-side.
+
+        Rows live now but not at ``generation`` are tombstoned; rows live then but deleted since are
+        copied forward. Returns the new generation.
+        """
+        self.get_generation(generation)
+        if thread_id is not None and not self.has_thread(generation, thread_id):
+            raise ThreadNotFound(
+                f"Thread {thread_id!r:.120} is not in generation {generation}. "
+                "Pick a generation that holds it (see the Restore page or `python -m persistence generations`)."
+            )
+        scope = sql.SQL("")
+        scope_params: list[Any] = []
+        if thread_id is not None:
+            scope = sql.SQL(" AND thread_id = %s")
+            scope_params = [enc(thread_id)]
+        with self.pool.connection() as conn, conn.transaction():
+            new, _threads, _checkpoints = self._next_generation(
+                conn,
+                trigger,
+                "restore",
+                restored_from=generation,
+                thread_id=enc(thread_id) if thread_id is not None else None,
+            )
+            nrows = 0
+            for table in GENERATIONAL:
+                cur = conn.execute(
+                    sql.SQL(
+                        "UPDATE {s}.{t} SET deleted_gen = %s WHERE deleted_gen IS NULL AND added_gen > %s{scope}"
+                    ).format(s=self._s, t=sql.Identifier(table), scope=scope),
+                    [new, generation, *scope_params],
+                )
+                nrows += max(cur.rowcount, 0)
+                cols = sql.SQL(", ").join(map(sql.Identifier, RESTORE_COLUMNS[table]))
+                cur = conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {s}.{t} ({c}, added_gen) SELECT {c}, %s FROM {s}.{t} "
+                        "WHERE added_gen <= %s AND deleted_gen > %s AND deleted_gen <> %s{scope}"
+                    ).format(s=self._s, t=sql.Identifier(table), c=cols, scope=scope),
+                    [new, generation, generation, new, *scope_params],
+                )
+                if table != "summaries":
+                    nrows += max(cur.rowcount, 0)
+            counts = conn.execute(
+                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
+            ).fetchone()
+            conn.execute(
+                self._q(
+                    "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s WHERE generation = %s"
+                ),
+                (counts[1] if counts else 0, counts[0] if counts else 0, nrows, new),
+            )
+        return new
+
+    def verify_generation(
+        self: Store, generation: int, thread_id: str | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Check every row of ``generation`` against its checksum (nothing is kept in memory).
+
+        PostgreSQL 18 and newer compute the checksums server-side (``crc32()``); older servers
+        stream the rows here. Returns (rows checked, damaged rows as (thread id, what)).
+        """
+        self.get_generation(generation)
+        checked = 0
+        damaged: list[tuple[str, str]] = []
+        ids = [thread_id] if thread_id is not None else None
+        with self.pool.connection() as conn:
+            server_side = conn.info.server_version >= 180000
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, width in _KEY_WIDTH.items():
+                        if server_side:
+                            n, bad = self._verify_server_side(cur, table, generation, ids)
+                            checked += n
+                            damaged += bad
+                            continue
+                        for row in self._copy_out(cur, table, generation, ids, True):
+                            checked += 1
+                            stored = row[-1]
+                            if stored is not None and stored != row_crc(row[width:-1]):
+                                damaged.append((dec(row[0]), describe_row(table, row)))
+            finally:
+                conn.isolation_level = None
+        return checked, damaged
+
+    def _verify_server_side(
+        self: Store, cur: psycopg.Cursor, table: str, generation: int, thread_ids: list[str] | None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        keys, payload, types = TABLES[table]
+        parts = []
+        for col, typ in zip(payload, types[len(keys) :], strict=True):
+            value = sql.SQL("convert_to({}, 'UTF8')" if typ == "text" else "{}").format(sql.Identifier(col))
+            parts.append(
+                sql.SQL(
+                    "CASE WHEN {v} IS NULL THEN '\\xffffffff'::bytea ELSE "
+                    "set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, length({v}) & 255), "
+                    "1, (length({v}) >> 8) & 255), 2, (length({v}) >> 16) & 255), 3, (length({v}) >> 24) & 255) "
+                    "|| {v} END"
+                ).format(v=value)
+            )
+        bad = sql.SQL("crc IS NOT NULL AND crc <> crc32({})").format(sql.SQL(" || ").join(parts))
+        where, params = self._live_at(generation)
+        if thread_ids is not None:
+            where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
+            params = [*params, [enc(t) for t in thread_ids]]
+        cur.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE {b}) FROM {s}.{t} WHERE {w}").format(
+                b=bad, s=self._s, t=sql.Identifier(table), w=where
+            ),
+            params,
+        )
+        row = cur.fetchone()
+        total, nbad = (int(row[0]), int(row[1])) if row else (0, 0)
+        if not nbad:
+            return total, []
+        cur.execute(
+            sql.SQL("SELECT {c} FROM {s}.{t} WHERE {w} AND {b}").format(
+                c=sql.SQL(", ").join(map(sql.Identifier, keys)), s=self._s, t=sql.Identifier(table), w=where, b=bad
+            ),
+            params,
+        )
+        return total, [(dec(r[0]), describe_row(table, r)) for r in cur.fetchall()]
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def apply_retention(self: Store, keep: int) -> int:
+        """Keep the newest ``keep`` generations; delete rows no kept generation needs. One member of
+        a fleet at a time (the others skip it). Returns the number of generations dropped.
+        """
+        if keep < 1:
+            raise ValueError(f"retention must keep at least 1 generation, got {keep}")
+        with self.pool.connection() as conn, conn.transaction():
+            got = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self.schema,)
+            ).fetchone()
+            if not got or not got[0]:
+                return 0
+            row = conn.execute(
+                self._q("SELECT generation FROM {s}.generations ORDER BY generation DESC OFFSET %s LIMIT 1"),
+                (keep - 1,),
+            ).fetchone()
+            if not row:
+                return 0
+            oldest = int(row[0])
+            conn.execute(self._q("DELETE FROM {s}.runs WHERE id <= (SELECT max(id) FROM {s}.runs) - %s"), (MAX_RUNS,))
+            conn.execute(
+                self._q("DELETE FROM {s}.commands WHERE id <= (SELECT max(id) FROM {s}.commands) - %s"), (MAX_RUNS,)
+            )
+            cur = conn.execute(self._q("DELETE FROM {s}.generations WHERE generation < %s"), (oldest,))
+            dropped = max(cur.rowcount, 0)
+            if dropped:
+                for table in GENERATIONAL:
+                    conn.execute(
+                        sql.SQL("DELETE FROM {s}.{t} WHERE deleted_gen IS NOT NULL AND deleted_gen <= %s").format(
+                            s=self._s, t=sql.Identifier(table)
+                        ),
+                        (oldest,),
+                    )
+        return dropped
