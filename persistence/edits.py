@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from persistence.changes import mark
-from persistence.errors import DatabaseUnavailable, InvalidValue
+from persistence.errors import InvalidValue
 from persistence.residency import ENTRY_OVERHEAD, Resident, blob_size, checkpoint_size, write_size
 
 if TYPE_CHECKING:
@@ -199,12 +199,13 @@ class EditsMixin:
         with self.lock:
             candidates = set(self._threads_with_runs(wanted, list(self._res.entries)))
         if not self._complete:
-            if not self.attached or self._db_failed:
-                raise DatabaseUnavailable(
+            candidates |= set(
+                self._ask_store(
+                    lambda: self.store.threads_with_runs(sorted(wanted)),
                     "delete_for_runs needs PostgreSQL to find the threads not in memory, and it cannot be reached; "
-                    "nothing was deleted. Retry when the database is back."
+                    "nothing was deleted. Retry when the database is back.",
                 )
-            candidates |= set(self.store.threads_with_runs(sorted(wanted)))
+            )
         for tid in sorted(candidates):
             self._write([tid], lambda e, tid=tid: self._delete_runs(tid, e[0], wanted))
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 from persistence import lifecycle
 from persistence.backup import DB_ERRORS, BackupMixin
 from persistence.changes import ChangeLog, mark
-from persistence.db import _first_line, describe_url, open_pool, scrub
+from persistence.db import _first_line, describe_url, ensure_pool_serves, open_pool, scrub
 from persistence.edits import EditsMixin
 from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed
 from persistence.fleet import Membership
@@ -47,6 +47,7 @@ from persistence.scheduler import BackupScheduler, check_interval
 from persistence.store import DEFAULT_SCHEMA, Snapshot, Store
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
@@ -458,6 +459,17 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
             return False
         return config.get("configurable", {}).get("thread_id") in self._res.entries
 
+    def _ask_store(self, read: Callable[[], T], unreachable: str) -> T:
+        """Run ``read`` (a query a caller waits for); while PostgreSQL is down, raise
+        ``DatabaseUnavailable(unreachable)`` at once instead of waiting for the pool's timeout."""
+        if self.attached and self._reachable():
+            try:
+                ensure_pool_serves(self.pool, self.conninfo)
+                return read()
+            except DB_ERRORS:
+                self._db_failed = True
+        raise DatabaseUnavailable(unreachable)
+
     # -- reads ------------------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -534,13 +546,13 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
                 left -= 1
         if (left is not None and left <= 0) or self._complete:
             return
-        if not self.attached or self._db_failed:
-            raise DatabaseUnavailable(
-                "Listing every thread needs PostgreSQL for the threads not in memory, and it cannot be reached; "
-                "list one thread instead, or retry when the database is back."
-            )
+        stored = self._ask_store(
+            self.store.live_thread_ids,
+            "Listing every thread needs PostgreSQL for the threads not in memory, and it cannot be reached; "
+            "list one thread instead, or retry when the database is back.",
+        )
         skip = set(resident)
-        cold = [t for t in self.store.live_thread_ids() if t not in skip]
+        cold = [t for t in stored if t not in skip]
         for start in range(0, len(cold), LIST_BATCH):
             snap = self.store.load_threads(cold[start : start + LIST_BATCH])
             batch = InMemorySaver(serde=self.serde)

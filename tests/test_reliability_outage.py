@@ -279,3 +279,41 @@ def test_new_thread_right_after_the_database_went_away_does_not_wait_for_the_poo
     run = saver.backup()
     assert run.ok, run
     assert memory_state(saver) == store_state(saver)
+
+
+def test_listing_every_thread_during_an_outage_says_so_at_once(
+    server: PrivateServer, url: str, savers: list[HybridSaver]
+) -> None:
+    """With a budget, ``list(None)`` and ``delete_for_runs`` need PostgreSQL for the cold threads:
+    when the database went away they raise DatabaseUnavailable at once (not the pool's PoolTimeout
+    after its 5 s)."""
+    seed = HybridSaver.from_url(url, backup_interval=None)
+    savers.append(seed)
+    graph = build_graph(seed, OfflineResponder())
+    for i in range(3):
+        chat_turn(graph, f"listed-{i}", f"my name is L{i}")
+    seed.close()
+    saver = HybridSaver.from_url(url, backup_interval=None, memory_budget=64 * 1024)
+    savers.append(saver)
+    assert saver.wait_warm(30)
+    server.stop()
+    saver.pool.check()
+
+    t0 = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="cannot be reached"):
+        list(saver.list(None))
+    took = time.monotonic() - t0
+    assert took < 2.0, f"list(None) took {took:.2f} s to say that PostgreSQL is down"
+    with pytest.raises(DatabaseUnavailable, match="nothing was deleted"):
+        saver.delete_for_runs(["some-run"])
+
+    server.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            listed = {t.config["configurable"]["thread_id"] for t in saver.list(None)}
+            break
+        except DatabaseUnavailable:
+            assert time.monotonic() < deadline, "list(None) did not work again after the restart"
+            time.sleep(0.2)
+    assert {f"listed-{i}" for i in range(3)} <= listed
