@@ -27,7 +27,7 @@ from persistence import (
     SaverClosed,
     ThreadNotFound,
 )
-from persistence.db import scrub
+from persistence.db import ensure_pool_serves, scrub
 from persistence.views import attached
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,18 @@ def _runtime_or_stop() -> Runtime:
 def _offline_banner(runtime: Runtime) -> None:
     saver = runtime.saver
     if attached(saver):
+        try:
+            # no round trip while the pool has a connection; a quick direct check when it has none
+            ensure_pool_serves(saver.pool, saver.conninfo)
+        except DatabaseUnavailable as exc:
+            st.warning(
+                f"**PostgreSQL is not answering.** {exc}\n\n"
+                "Chat and the threads in memory keep working and every change is kept. The store's pages "
+                "(all threads, backups, restore) work again, and pending changes are backed up, at the first "
+                "backup after the database is back: the next scheduled one, or **Backup now**.",
+                icon=":material/cloud_off:",
+            )
+            return
         last = saver.last_run
         if last is not None and not last.ok:
             st.warning(

@@ -13,7 +13,10 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -35,7 +38,11 @@ CONNECT_TIMEOUT = 5
 POOL_TIMEOUT = 5.0
 #: seconds a request waits for a pool connection before it checks the server directly
 POOL_PROBE_AFTER = 0.5
+#: seconds a server found down stays "down" for the next requests (they do not wait to probe again)
+DOWN_MEMO = 1.0
 
+#: url -> (when, why) of the last direct check that found the server down
+_down: dict[str, tuple[float, str]] = {}
 _embedded_lock = threading.Lock()
 _embedded: dict[Path, Any] = {}
 
@@ -125,19 +132,40 @@ def ensure_pool_serves(pool: ConnectionPool, url: str, probe_after: float = POOL
     """Return when ``pool`` can hand out a connection; fail fast when the server is down.
 
     A pool whose connections died reconnects in the background with growing back-off, and a
-    request for a connection waits the pool's whole timeout. A request that a user waits for
-    (loading a thread) instead waits ``probe_after`` seconds, then tries the server directly:
-    when that fails it raises at once; when it works the pool was only busy, and the wait goes on.
+    request for a connection waits the pool's whole timeout. A request that a caller waits for
+    instead waits ``probe_after`` seconds, then tries the server directly: when that fails it
+    raises at once; when it works the pool was only busy, and the wait goes on. A server found down
+    is remembered for :data:`DOWN_MEMO` seconds, so the next requests (the several queries of one
+    dashboard page) do not wait ``probe_after`` each.
 
     Raises:
         DatabaseUnavailable: the server cannot be reached (the sentence names it, not the password).
     """
+    down = _down.get(url)
+    fresh = down is not None and time.monotonic() - down[0] < DOWN_MEMO
     try:
-        conn = pool.getconn(timeout=probe_after)
+        conn = pool.getconn(timeout=0.05 if fresh else probe_after)
     except PoolTimeout:
-        check_connection(url, timeout=2)
+        if fresh and down is not None:
+            raise DatabaseUnavailable(down[1]) from None
+        try:
+            check_connection(url, timeout=2)
+        except DatabaseUnavailable as exc:
+            _down[url] = (time.monotonic(), str(exc))
+            raise
+        _down.pop(url, None)
         return
+    _down.pop(url, None)
     pool.putconn(conn)
+
+
+@contextmanager
+def pool_connection(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """``pool.connection()`` for a query a caller waits for: fails fast when the server is down
+    (see :func:`ensure_pool_serves`) instead of after the pool's timeout."""
+    ensure_pool_serves(pool, pool.conninfo)
+    with pool.connection() as conn:
+        yield conn
 
 
 def open_pool(

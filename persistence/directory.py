@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from persistence.db import pool_connection
 from persistence.schema import dec, enc
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class ThreadDirectory:
                 "substr(s.content, greatest(strpos(lower(s.content), lower(%s)) - 40, 1), 120) END"
             )
             snippet_params = [text, text]
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with pool_connection(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
             total = int(cur.fetchone()["n"])  # type: ignore[index]
             cur.execute(
@@ -108,7 +109,7 @@ class ThreadDirectory:
 
     def store_figures(self) -> dict[str, int]:
         """Threads, checkpoints and bytes of the newest state (from the summaries)."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 self._q(
                     "SELECT count(*), coalesce(sum(checkpoints), 0), coalesce(sum(bytes), 0) "

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from persistence.db import pool_connection
 from persistence.schema import dec, enc
 
 logger = logging.getLogger(__name__)
@@ -98,14 +99,14 @@ class Membership:
     def join(self) -> int:
         """Take an id, hold its liveness lock and insert the instance row; return the id."""
         self.store_key()
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
             ).fetchone()
             instance_id = int(row[0]) if row else 0
         # the lock first: a member found without its lock is taken for dead
         self._lock(instance_id)
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             conn.execute(
                 self._q("INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at) VALUES (%s, %s, %s, %s, now())"),
                 (instance_id, socket.gethostname(), os.getpid(), self.name),
@@ -136,7 +137,7 @@ class Membership:
         if self.instance_id is None:
             return True
         self._lock(self.instance_id)
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             conn.execute(self._q("UPDATE {s}.instances SET stopped_at = NULL WHERE id = %s"), (self.instance_id,))
         logger.warning("member %s lost its liveness lock and took it again", self.instance_id)
         return False
@@ -146,7 +147,7 @@ class Membership:
         if self.instance_id is None:
             return
         try:
-            with self.pool.connection() as conn:
+            with pool_connection(self.pool) as conn:
                 conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = %s"), (self.instance_id,))
                 conn.execute(self._q("UPDATE {s}.instances SET stopped_at = now() WHERE id = %s"), (self.instance_id,))
         except psycopg.Error as exc:
@@ -162,7 +163,7 @@ class Membership:
         self._lock_conn = None
 
     def heartbeat(self, figures: dict[str, Any]) -> None:
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             conn.execute(
                 self._q("UPDATE {s}.instances SET heartbeat_at = now(), figures = %s WHERE id = %s"),
                 (json.dumps(figures, default=str), self.instance_id),
@@ -170,7 +171,7 @@ class Membership:
 
     def reap(self) -> list[int]:
         """Mark members without their lock as stopped and free their threads; return their ids."""
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             rows = conn.execute(
                 sql.SQL(
                     "UPDATE {s}.instances SET stopped_at = now() WHERE stopped_at IS NULL AND NOT {a} RETURNING id"
@@ -194,7 +195,7 @@ class Membership:
         keys = [enc(t) for t in thread_ids]
         # the gate and the claim in one transaction: the claim's snapshot is taken after a restore of
         # every thread has committed (one statement would see the store as it was before the wait)
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             if wait_restore:
                 conn.execute(
                     "SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock_shared(hashtext(%s))",
@@ -224,7 +225,7 @@ class Membership:
         """Give back threads (each with the token it was held with); returns how many rows went."""
         if not pairs:
             return 0
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             cur = conn.execute(
                 self._q(
                     "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
@@ -236,14 +237,14 @@ class Membership:
 
     def release_all(self) -> int:
         """Give back every thread this member owns."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             cur = conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = %s"), (self.instance_id,))
             return max(cur.rowcount, 0)
 
     def release_unheld(self, thread_ids: Sequence[str]) -> tuple[list[str], dict[str, int]]:
         """Read the tokens of rows this member still has for ``thread_ids`` (the caller then checks
         under its lock that none of them is resident or loading, and gives back with :meth:`release`)."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 self._q("SELECT thread_id, token FROM {s}.owners WHERE owner = %s AND thread_id = ANY(%s)"),
                 (self.instance_id, [enc(t) for t in thread_ids]),
@@ -253,7 +254,7 @@ class Membership:
 
     def owned(self) -> dict[str, int]:
         """Every thread this member owns, with its token."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 self._q("SELECT thread_id, token FROM {s}.owners WHERE owner = %s"), (self.instance_id,)
             ).fetchall()
@@ -264,7 +265,7 @@ class Membership:
         add up to ``limit_bytes`` (all of them when None)."""
         out: list[str] = []
         total = 0
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor(name="hybrid_saver_warm") as cur:
+        with pool_connection(self.pool) as conn, conn.transaction(), conn.cursor(name="hybrid_saver_warm") as cur:
             cur.itersize = 2000
             cur.execute(
                 self._q(
@@ -283,7 +284,7 @@ class Membership:
 
     def save_settings(self, name: str, interval: float | None, paused: bool) -> None:
         """Keep the operator's backup settings of savers called ``name`` (they outlive restarts)."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             conn.execute(
                 self._q(
                     "INSERT INTO {s}.saver_settings (name, backup_interval, paused) VALUES (%s, %s, %s) "
@@ -295,7 +296,7 @@ class Membership:
 
     def load_settings(self, name: str) -> tuple[float | None, bool] | None:
         """(interval, paused) kept for ``name``, or None."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 self._q("SELECT backup_interval, paused FROM {s}.saver_settings WHERE name = %s"), (name,)
             ).fetchone()
@@ -304,7 +305,7 @@ class Membership:
     def members(self, *, include_stopped: bool = False) -> list[Member]:
         """Members of the store, oldest first (live ones, and stopped ones when asked)."""
         where = sql.SQL("true") if include_stopped else sql.SQL("stopped_at IS NULL")
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 sql.SQL(
                     "SELECT id, name, host, pid, started_at, heartbeat_at, stopped_at, figures, {a} "

@@ -23,7 +23,7 @@ import psycopg
 from persistence import remote
 from persistence.backup import DB_ERRORS
 from persistence.changes import mark
-from persistence.db import describe_url, ensure_pool_serves, scrub
+from persistence.db import describe_url, scrub
 from persistence.errors import DatabaseUnavailable, HybridSaverError, ThreadBusy
 from persistence.fleet import Member
 from persistence.residency import Resident, blob_size, checkpoint_size, write_size
@@ -82,7 +82,6 @@ class FleetMixin:
         """
         if self.attached and self._reachable():
             try:
-                ensure_pool_serves(self.pool, self.conninfo)
                 tokens = self._claim(thread_ids, wait=True)
                 return self.store.load_threads(list(tokens)), dict(tokens)
             except DB_ERRORS as exc:

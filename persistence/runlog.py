@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from persistence.db import pool_connection
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
@@ -50,7 +52,7 @@ class RunLog:
         if not runs:
             return
         cols = self.RUN_COLUMNS
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with pool_connection(self.pool) as conn, conn.cursor() as cur:
             cur.executemany(
                 sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v})").format(
                     s=self._s,
@@ -63,7 +65,7 @@ class RunLog:
     def log_run(self, run: dict[str, Any]) -> int:
         """Insert one run record and return its id."""
         cols = self.RUN_COLUMNS
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v}) RETURNING id").format(
                     s=self._s,
@@ -76,7 +78,7 @@ class RunLog:
 
     def fold_run(self, run_id: int, finished_at: datetime) -> bool:
         """Count one more run with nothing to write into the row ``run_id``; False if it is gone."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             cur = conn.execute(
                 self._q("UPDATE {s}.runs SET folded = folded + 1, finished_at = %s WHERE id = %s"),
                 (finished_at, run_id),
@@ -93,7 +95,7 @@ class RunLog:
             params.append(instance_id)
         if not empty:
             where.append(sql.SQL("(generation IS NOT NULL OR error IS NOT NULL)"))
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with pool_connection(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL("SELECT * FROM {s}.runs WHERE {w} ORDER BY id DESC LIMIT %s").format(
                     s=self._s, w=sql.SQL(" AND ").join(where)
@@ -104,7 +106,7 @@ class RunLog:
 
     def database_size(self) -> int:
         """Bytes used by this store's tables and indexes."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",

@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 from persistence import lifecycle
 from persistence.backup import DB_ERRORS, BackupMixin
 from persistence.changes import ChangeLog, mark
-from persistence.db import _first_line, describe_url, ensure_pool_serves, open_pool, scrub
+from persistence.db import _first_line, describe_url, open_pool, scrub
 from persistence.edits import EditsMixin
 from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed
 from persistence.fleet import Membership
@@ -461,10 +461,10 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
 
     def _ask_store(self, read: Callable[[], T], unreachable: str) -> T:
         """Run ``read`` (a query a caller waits for); while PostgreSQL is down, raise
-        ``DatabaseUnavailable(unreachable)`` at once instead of waiting for the pool's timeout."""
+        ``DatabaseUnavailable(unreachable)`` at once instead of waiting for the pool's timeout
+        (the store's queries fail fast, see :func:`persistence.db.pool_connection`)."""
         if self.attached and self._reachable():
             try:
-                ensure_pool_serves(self.pool, self.conninfo)
                 return read()
             except DB_ERRORS:
                 self._db_failed = True

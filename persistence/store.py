@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
+from persistence.db import pool_connection
 from persistence.directory import ThreadDirectory
 from persistence.errors import GenerationNotFound
 from persistence.runlog import RunLog
@@ -146,7 +147,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
     def setup(self) -> None:
         """Create the schema and apply pending migrations (idempotent)."""
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             # one setup at a time per database
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('hybrid_saver.setup'))")
             # CREATE ... IF NOT EXISTS needs CREATE privilege even when the object exists: look first,
@@ -181,7 +182,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         query += sql.SQL(" ORDER BY generation DESC")
         if limit is not None:
             query += sql.SQL(" LIMIT {}").format(sql.Literal(int(limit)))
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(query, params).fetchall()
         return [
             Generation(*row[:9], thread_id=dec(row[9]) if row[9] is not None else None)  # type: ignore[arg-type]
@@ -189,7 +190,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         ]
 
     def latest_generation(self) -> int | None:
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(self._q("SELECT max(generation) FROM {s}.generations")).fetchone()
         return row[0] if row else None
 
@@ -246,7 +247,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         """
         if changes.empty:
             return Written(None)
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             refused: list[str] = []
             if owner is not None:
                 touched = sorted(changes.threads())
@@ -423,7 +424,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
         With ``crc`` each row ends with its stored checksum (None for rows older than schema v2).
         """
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with pool_connection(self.pool) as conn, conn.cursor() as cur:
             yield from self._copy_out(cur, table, generation, [thread_id] if thread_id is not None else None, crc)
 
     def load(self, generation: int | None = None, thread_id: str | None = None, *, verify: bool = False) -> Snapshot:
@@ -451,7 +452,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         )
         rows: dict[str, list[tuple]] = {"checkpoints": [], "writes": [], "blobs": []}
         cps, wrs, bls = rows["checkpoints"], rows["writes"], rows["blobs"]
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with pool_connection(self.pool) as conn, conn.cursor() as cur:
             with cur.copy(stmt, {"t": [enc(t) for t in thread_ids]}) as copy:
                 copy.set_types(
                     ["int2", "bytea", "bytea", "bytea", "bytea", "int4", "text", "bytea", "text", "bytea", "bytea"]
@@ -466,7 +467,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         return _build_snapshot(rows.__getitem__, False)
 
     def _load(self, generation: int | None, thread_ids: list[str] | None, verify: bool) -> Snapshot:
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             try:
                 with conn.transaction(), conn.cursor() as cur:
@@ -478,7 +479,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
     def has_thread(self, generation: int, thread_id: str) -> bool:
         where, params = self._live_at(generation)
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 sql.SQL("SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE {w} AND thread_id = %s)").format(
                     s=self._s, w=where
@@ -493,7 +494,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         if thread_id is not None:
             where = sql.SQL("{} AND thread_id = %s").format(where)
             params = [*params, enc(thread_id)]
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 # max() of bytea exists only from PostgreSQL 18: take the first of a sorted aggregate
                 sql.SQL(
@@ -506,7 +507,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
     def live_thread_ids(self) -> list[str]:
         """Every thread with a live checkpoint (the newest state), in id order."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 self._q("SELECT DISTINCT thread_id FROM {s}.checkpoints WHERE deleted_gen IS NULL ORDER BY 1")
             ).fetchall()
@@ -515,7 +516,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
     def threads_with_runs(self, run_ids: Sequence[str]) -> list[str]:
         """Threads that may have a live checkpoint of one of ``run_ids``: a superset (metadata stored as
         msgpack is searched for the id's bytes; any other encoding is a candidate, to be decoded)."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 self._q(
                     "SELECT DISTINCT thread_id FROM {s}.checkpoints WHERE deleted_gen IS NULL AND "
@@ -528,7 +529,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
     def ever_stored(self, thread_id: str) -> bool:
         """True when some kept generation holds a checkpoint of ``thread_id`` (a restore can bring it back)."""
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             row = conn.execute(
                 self._q("SELECT EXISTS (SELECT 1 FROM {s}.summaries WHERE thread_id = %s)"), (enc(thread_id),)
             ).fetchone()

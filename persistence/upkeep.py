@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from persistence.db import pool_connection
 from persistence.errors import ThreadNotFound
 from persistence.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
 
@@ -45,7 +46,7 @@ class GenerationUpkeep:
         if thread_id is not None:
             scope = sql.SQL(" AND thread_id = %s")
             scope_params = [enc(thread_id)]
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             new, _threads, _checkpoints = self._next_generation(
                 conn,
                 trigger,
@@ -95,7 +96,7 @@ class GenerationUpkeep:
         checked = 0
         damaged: list[tuple[str, str]] = []
         ids = [thread_id] if thread_id is not None else None
-        with self.pool.connection() as conn:
+        with pool_connection(self.pool) as conn:
             server_side = conn.info.server_version >= 180000
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             try:
@@ -161,7 +162,7 @@ class GenerationUpkeep:
         """
         if keep < 1:
             raise ValueError(f"retention must keep at least 1 generation, got {keep}")
-        with self.pool.connection() as conn, conn.transaction():
+        with pool_connection(self.pool) as conn, conn.transaction():
             got = conn.execute(
                 "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self.schema,)
             ).fetchone()

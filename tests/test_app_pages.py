@@ -9,10 +9,12 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
+from helpers.pg import PrivateServer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from streamlit.testing.v1 import AppTest
 
 from agent import build_graph, chat_turn, thread_config
+from agent.responder import OfflineResponder
 from dashboard.runtime import Runtime, get_runtime, reset_runtime
 from persistence import HybridSaver, views
 
@@ -546,3 +548,43 @@ def test_chat_says_when_the_last_message_was_never_answered(app: AppTest) -> Non
     at.run()
     assert not at.exception
     assert "saved but never answered" in texts(at)
+
+
+def test_pages_during_an_outage_answer_at_once_and_say_so(app_env: Callable[[str], None]) -> None:
+    """PostgreSQL goes away under a running dashboard (the pool has already dropped its dead
+    connections): every page still renders quickly (not after the pool's 5 s timeout per query: the
+    Backups page took 20 s), says PostgreSQL is not answering, and never shows a raw PoolTimeout.
+    After the restart, the first backup brings the store's pages back."""
+    server = PrivateServer("hs-app-outage-")
+    try:
+        app_env(server.create_database("app_outage"))
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.run()
+        saver = runtime().saver
+        graph = build_graph(saver, OfflineResponder())
+        chat_turn(graph, "before", "my name is Ada")
+        assert saver.backup().ok
+        server.stop()
+        saver.pool.check()  # drops the dead idle connection, as a query that met it does
+        for page in PAGES:
+            t0 = time.monotonic()
+            at.switch_page(page).run()
+            took = time.monotonic() - t0
+            assert not at.exception, [e.value for e in at.exception]
+            shown = texts(at)
+            assert took < 3.0, f"{page} took {took:.1f} s to render during the outage"
+            assert "PostgreSQL is not answering" in shown, (page, shown[:500])
+            assert "PoolTimeout" not in shown, (page, shown[:500])
+        chat_turn(graph, "during", "my name is Grace")  # chat keeps working from memory
+
+        server.start()
+        deadline = time.monotonic() + 30
+        while not saver.backup().ok:
+            assert time.monotonic() < deadline, "no backup succeeded within 30 s of the restart"
+            time.sleep(0.5)
+        open_page(at, "pages/backups.py")
+        assert "PostgreSQL is not answering" not in texts(at)
+        assert views.thread_page(saver, query="Grace")[1] == 1
+    finally:
+        reset_runtime()
+        server.close()
