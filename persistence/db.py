@@ -43,6 +43,9 @@ DOWN_MEMO = 1.0
 
 #: url -> (when, why) of the last direct check that found the server down
 _down: dict[str, tuple[float, str]] = {}
+#: url -> when a direct check last found the server up (while the pool had no connection to give)
+_up: dict[str, float] = {}
+_probe_lock = threading.Lock()
 _embedded_lock = threading.Lock()
 _embedded: dict[Path, Any] = {}
 
@@ -136,7 +139,8 @@ def ensure_pool_serves(pool: ConnectionPool, url: str, probe_after: float = POOL
     instead waits ``probe_after`` seconds, then tries the server directly: when that fails it
     raises at once; when it works the pool was only busy, and the wait goes on. A server found down
     is remembered for :data:`DOWN_MEMO` seconds, so the next requests (the several queries of one
-    dashboard page) do not wait ``probe_after`` each.
+    dashboard page) do not wait ``probe_after`` each; so is a server that answered, so a busy pool
+    costs at most one direct check per :data:`DOWN_MEMO` seconds, not one per waiting request.
 
     Raises:
         DatabaseUnavailable: the server cannot be reached (the sentence names it, not the password).
@@ -148,12 +152,21 @@ def ensure_pool_serves(pool: ConnectionPool, url: str, probe_after: float = POOL
     except PoolTimeout:
         if fresh and down is not None:
             raise DatabaseUnavailable(down[1]) from None
-        try:
-            check_connection(url, timeout=2)
-        except DatabaseUnavailable as exc:
-            _down[url] = (time.monotonic(), str(exc))
-            raise
-        _down.pop(url, None)
+        with _probe_lock:  # requests that wait together share one direct check
+            now = time.monotonic()
+            down = _down.get(url)
+            if down is not None and now - down[0] < DOWN_MEMO:
+                raise DatabaseUnavailable(down[1]) from None
+            checked = _up.get(url)
+            if checked is not None and now - checked < DOWN_MEMO:
+                return  # the server answered a moment ago: the pool is busy, not cut off; wait on it
+            try:
+                check_connection(url, timeout=2)
+            except DatabaseUnavailable as exc:
+                _down[url] = (time.monotonic(), str(exc))
+                raise
+            _down.pop(url, None)
+            _up[url] = time.monotonic()
         return
     _down.pop(url, None)
     pool.putconn(conn)

@@ -85,3 +85,51 @@ def test_unreachable_or_malformed_url_says_where_and_what_to_do(url: str, says: 
     message = str(info.value)
     assert says in message and "DATABASE_URL" in message
     assert "hunter2" not in message
+
+
+def test_a_busy_pool_waits_and_checks_the_server_at_most_once_a_second(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that wait on a busy (not broken) pool get their connection, and the fail-fast probe
+    behind them opens one direct connection to the server, not one per waiting request."""
+    import threading
+
+    from persistence import db
+
+    checks: list[str] = []
+    real_check = db.check_connection
+
+    def counting_check(url: str, timeout: int = db.CONNECT_TIMEOUT) -> None:
+        checks.append(url)
+        real_check(url, timeout)
+
+    monkeypatch.setattr(db, "check_connection", counting_check)
+    pool = db.open_pool(db_url, max_size=1)
+    checks.clear()  # open_pool's own check of the URL
+    try:
+        taken = threading.Event()
+
+        def hold() -> None:
+            with pool.connection():
+                taken.set()
+                time.sleep(1.5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert taken.wait(10)
+        served: list[int] = []
+
+        def ask() -> None:
+            with db.pool_connection(pool) as conn:
+                row = conn.execute("SELECT 1").fetchone()
+                served.append(row[0] if row else 0)
+
+        askers = [threading.Thread(target=ask) for _ in range(6)]
+        for t in askers:
+            t.start()
+        for t in askers + [holder]:
+            t.join(30)
+        assert served == [1] * 6
+        assert len(checks) == 1, f"{len(checks)} direct checks for 6 requests waiting on a busy pool"
+    finally:
+        pool.close()
