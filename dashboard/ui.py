@@ -94,7 +94,7 @@ def _offline_banner(runtime: Runtime) -> None:
     if attached(saver):
         try:
             # no round trip while the pool has a connection; a quick direct check when it has none
-            ensure_pool_serves(saver.pool, saver.conninfo)
+            ensure_pool_serves(saver.pool)
         except DatabaseUnavailable as exc:
             st.warning(
                 f"**PostgreSQL is not answering.** {exc}\n\n"

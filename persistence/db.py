@@ -131,54 +131,74 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
-def ensure_pool_serves(pool: ConnectionPool, url: str, probe_after: float = POOL_PROBE_AFTER) -> None:
-    """Return when ``pool`` can hand out a connection; fail fast when the server is down.
+def _remembered_down(url: str) -> str | None:
+    """Why the server of ``url`` was found down, if that was less than :data:`DOWN_MEMO` seconds ago."""
+    down = _down.get(url)
+    return down[1] if down is not None and time.monotonic() - down[0] < DOWN_MEMO else None
+
+
+def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection | None:
+    """A connection from ``pool``, failing fast when the server is down.
 
     A pool whose connections died reconnects in the background with growing back-off, and a
-    request for a connection waits the pool's whole timeout. A request that a caller waits for
-    instead waits ``probe_after`` seconds, then tries the server directly: when that fails it
-    raises at once; when it works the pool was only busy, and the wait goes on. A server found down
-    is remembered for :data:`DOWN_MEMO` seconds, so the next requests (the several queries of one
-    dashboard page) do not wait ``probe_after`` each; so is a server that answered, so a busy pool
-    costs at most one direct check per :data:`DOWN_MEMO` seconds, not one per waiting request.
+    request for a connection waits the pool's whole timeout. Here a request waits
+    :data:`POOL_PROBE_AFTER` seconds, then tries the server directly: when that fails it raises at
+    once; when it works the pool was only busy, and the request waits on it (``wait_if_busy``) or
+    returns None. A server found down is remembered for :data:`DOWN_MEMO` seconds, so the next
+    requests (the several queries of one dashboard page) do not wait to probe each; so is a server
+    that answered, and requests that wait together share one direct check, so a busy pool costs at
+    most one direct check per :data:`DOWN_MEMO` seconds, not one per waiting request.
 
     Raises:
         DatabaseUnavailable: the server cannot be reached (the sentence names it, not the password).
     """
-    down = _down.get(url)
-    fresh = down is not None and time.monotonic() - down[0] < DOWN_MEMO
+    url = pool.conninfo
     try:
-        conn = pool.getconn(timeout=0.05 if fresh else probe_after)
+        conn = pool.getconn(timeout=0.05 if _remembered_down(url) else POOL_PROBE_AFTER)
     except PoolTimeout:
-        if fresh and down is not None:
-            raise DatabaseUnavailable(down[1]) from None
-        with _probe_lock:  # requests that wait together share one direct check
-            now = time.monotonic()
-            down = _down.get(url)
-            if down is not None and now - down[0] < DOWN_MEMO:
-                raise DatabaseUnavailable(down[1]) from None
+        with _probe_lock:
+            down = _remembered_down(url)
+            if down is not None:
+                raise DatabaseUnavailable(down) from None
             checked = _up.get(url)
-            if checked is not None and now - checked < DOWN_MEMO:
-                return  # the server answered a moment ago: the pool is busy, not cut off; wait on it
-            try:
-                check_connection(url, timeout=2)
-            except DatabaseUnavailable as exc:
-                _down[url] = (time.monotonic(), str(exc))
-                raise
-            _down.pop(url, None)
-            _up[url] = time.monotonic()
-        return
+            if checked is None or time.monotonic() - checked >= DOWN_MEMO:
+                try:
+                    check_connection(url, timeout=2)
+                except DatabaseUnavailable as exc:
+                    _down[url] = (time.monotonic(), str(exc))
+                    raise
+                _down.pop(url, None)
+                _up[url] = time.monotonic()
+        # the server answers: the pool is busy, not cut off
+        return pool.getconn() if wait_if_busy else None
     _down.pop(url, None)
-    pool.putconn(conn)
+    return conn
+
+
+def ensure_pool_serves(pool: ConnectionPool) -> None:
+    """Return at once when ``pool`` has a connection to give or is only busy; raise when the
+    server is down (see :func:`_acquire`). No round trip while the pool has a connection.
+
+    Raises:
+        DatabaseUnavailable: the server cannot be reached.
+    """
+    conn = _acquire(pool, wait_if_busy=False)
+    if conn is not None:
+        pool.putconn(conn)
 
 
 @contextmanager
 def pool_connection(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
     """``pool.connection()`` for a query a caller waits for: fails fast when the server is down
-    (see :func:`ensure_pool_serves`) instead of after the pool's timeout."""
-    ensure_pool_serves(pool, pool.conninfo)
-    with pool.connection() as conn:
-        yield conn
+    (see :func:`_acquire`) instead of after the pool's timeout. Commits on success and rolls back
+    on error, as ``pool.connection()`` does, and gives the connection back."""
+    conn = _acquire(pool, wait_if_busy=True)
+    assert conn is not None
+    try:
+        with conn:
+            yield conn
+    finally:
+        pool.putconn(conn)
 
 
 def open_pool(
