@@ -170,7 +170,7 @@ def _backups(db: Database, settings: Settings, log: Any) -> dict[str, Any]:
                 turns, errors = _drive(members.ports, settings.fleet_seconds, 4, "b")
                 seconds = clock() - start
                 after = store.latest_generation() or 0
-                runs = store.runs(limit=20_000)
+                runs = store.runs.runs(limit=20_000)
         finally:
             members.close()
     recent = [r for r in runs if r["trigger"] == "scheduled"]

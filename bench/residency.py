@@ -103,7 +103,7 @@ def _turns(db: Database, templates: list[Template], settings: Settings, log: Any
             try:
                 for saver in (postgres, memory, hybrid):
                     saver.serde.enabled = False  # type: ignore[attr-defined]
-                cold = [t for t in (f"s{i}" for i in range(n)) if t not in hybrid._res.entries]
+                cold = [t for t in (f"s{i}" for i in range(n)) if t not in hybrid.cache.residency.entries]
                 graphs = {
                     "hybrid": build_graph(hybrid, OfflineResponder()),
                     "postgres": build_graph(postgres, OfflineResponder()),
@@ -150,7 +150,7 @@ def _random_access(db: Database, templates: list[Template], settings: Settings, 
 
         def watch() -> None:
             while not stop.is_set():
-                peak["bytes"] = max(peak["bytes"], saver._res.resident_bytes)
+                peak["bytes"] = max(peak["bytes"], saver.cache.residency.resident_bytes)
                 time.sleep(0.001)
 
         watcher = threading.Thread(target=watch, daemon=True)

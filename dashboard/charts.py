@@ -1,4 +1,4 @@
-"""Plotly figures of the Backups and Threads pages, built from the DataFrames of persistence.views."""
+"""Plotly figures of the Backups and Threads pages, built from the DataFrames of dashboard.views."""
 
 from __future__ import annotations
 

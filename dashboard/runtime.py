@@ -19,10 +19,10 @@ from typing import Any
 import streamlit as st
 
 from agent import build_graph, describe_responder, make_responder
+from dashboard.views import StatsHistory
 from persistence import HybridSaver
 from persistence.config import ConfigError, saver_settings
 from persistence.db import describe_url, mask_url, resolve_url
-from persistence.views import StatsHistory
 
 logger = logging.getLogger(__name__)
 

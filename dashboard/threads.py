@@ -15,9 +15,9 @@ import streamlit as st
 
 from agent import thread_config
 from agent.graph import RESPOND_NODE
-from dashboard import ui
+from dashboard import ui, views
 from dashboard.runtime import Runtime
-from persistence import InvalidValue, views
+from persistence import InvalidValue
 
 TITLE_LIMIT = 120
 logger = logging.getLogger(__name__)

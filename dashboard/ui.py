@@ -19,6 +19,7 @@ from agent.messages import message_role, message_text
 from dashboard.auth import logout_button, require_login
 from dashboard.nav import ensure_routed
 from dashboard.runtime import ConfigError, Runtime, get_runtime, reset_runtime
+from dashboard.views import attached
 from persistence import (
     DatabaseUnavailable,
     GenerationNotFound,
@@ -28,7 +29,6 @@ from persistence import (
     ThreadNotFound,
 )
 from persistence.db import ensure_pool_serves, scrub
-from persistence.views import attached
 
 logger = logging.getLogger(__name__)
 

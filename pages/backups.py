@@ -6,9 +6,9 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, tables, ui
-from persistence import BackupRun, views
-from persistence.scheduler import MAX_INTERVAL
+from dashboard import charts, tables, ui, views
+from persistence import BackupRun
+from persistence.ops.scheduler import MAX_INTERVAL
 
 runtime = ui.page_setup(
     "Backups",

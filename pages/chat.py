@@ -5,8 +5,7 @@ from datetime import timedelta
 import streamlit as st
 
 from agent import stream_turn, thread_config
-from dashboard import threads, ui
-from persistence import views
+from dashboard import threads, ui, views
 
 SIDEBAR_THREADS = 30
 

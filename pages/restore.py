@@ -3,8 +3,7 @@ thread after confirmation, and how to undo it."""
 
 import streamlit as st
 
-from dashboard import tables, ui
-from persistence import views
+from dashboard import tables, ui, views
 
 runtime = ui.page_setup(
     "Restore",

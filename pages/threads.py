@@ -5,8 +5,7 @@ import time
 
 import streamlit as st
 
-from dashboard import charts, threads, ui
-from persistence import views
+from dashboard import charts, threads, ui, views
 
 PAGE_SIZES = (25, 50, 100)
 

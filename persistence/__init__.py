@@ -16,8 +16,8 @@ from persistence.errors import (
     ThreadRestored,
 )
 from persistence.fleet import Member
+from persistence.ops.restore import VerifyResult
 from persistence.records import BackupRun, RestoreResult, SaverStats
-from persistence.restore import VerifyResult
 from persistence.saver import HybridSaver
 from persistence.store import Generation
 

@@ -41,6 +41,9 @@ POOL_PROBE_AFTER = 0.5
 #: seconds a server found down stays "down" for the next requests (they do not wait to probe again)
 DOWN_MEMO = 1.0
 
+#: the errors that mean "PostgreSQL cannot be reached now" (retry later), as opposed to a refusal
+DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
+
 #: url -> (when, why) of the last direct check that found the server down
 _down: dict[str, tuple[float, str]] = {}
 #: url -> when a direct check last found the server up (while the pool had no connection to give)
@@ -305,6 +308,7 @@ def resolve_url(data_dir: Path | str | None = None) -> str:
 
 
 __all__ = [
+    "DB_ERRORS",
     "check_connection",
     "describe_url",
     "embedded_url",

@@ -1,11 +1,9 @@
 """HybridSaver: an InMemorySaver served from memory and backed up to PostgreSQL in generations.
 
-This module is the coordinator: construction and lifecycle, and the checkpointer API (reads and
-writes against memory, under the lock, tracked for the next backup). The rest lives beside it:
-``residency`` (budget, load on miss, eviction), ``edits`` (deletes, copies, prunes), ``backup`` and
-``restore``, ``member`` (the fleet:
-claims, handoff, heartbeat, commands), ``store`` and ``fleet`` (the SQL), ``scheduler`` and
-``remote`` (jobs and commands, which depend on callables, not on this class).
+This module is the facade LangGraph and operators call: validation, construction and lifecycle, and
+delegation to the components that own the state. ``memory`` (the cache, residency, the change log,
+writes and edits), ``store`` (PostgreSQL), ``fleet`` (membership, ownership, handoffs) and ``ops``
+(backups, restores, the scheduler, commands, settings). Each component gets its collaborators here.
 """
 
 from __future__ import annotations
@@ -14,13 +12,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -31,44 +28,53 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import ConnectionPool
 
-from persistence import lifecycle
-from persistence.backup import DB_ERRORS, BackupMixin
-from persistence.changes import ChangeLog, mark
-from persistence.db import _first_line, describe_url, open_pool, scrub
-from persistence.edits import EditsMixin
-from persistence.errors import DatabaseUnavailable, HybridSaverError, InvalidValue, SaverClosed
-from persistence.fleet import Membership
-from persistence.member import FleetMixin
+from persistence.db import DB_ERRORS, _first_line, describe_url, open_pool
+from persistence.errors import DatabaseUnavailable, InvalidValue, SaverClosed
+from persistence.fleet import Member, Membership
+from persistence.fleet.member import FleetMember
+from persistence.fleet.messenger import Messenger
+from persistence.fleet.ownership import Ownership
+from persistence.fleet.remote import Answer
+from persistence.memory import MemoryCache
+from persistence.memory.edits import Edits
+from persistence.memory.listing import list_all
+from persistence.memory.writes import put_checkpoint, put_task_writes
+from persistence.ops import lifecycle
+from persistence.ops.backup import BackupWriter
+from persistence.ops.commands import CommandHandler
+from persistence.ops.restore import Progress, Restorer, VerifyResult
+from persistence.ops.scheduler import BackupScheduler, check_interval
+from persistence.ops.settings import Settings
 from persistence.records import BackupRun, RestoreResult, SaverStats
-from persistence.remote import CommandListener
-from persistence.residency import Residency, Resident, blob_size, checkpoint_size, write_size
-from persistence.restore import RestoreMixin
-from persistence.scheduler import BackupScheduler, check_interval
-from persistence.store import DEFAULT_SCHEMA, Snapshot, Store
+from persistence.store import DEFAULT_SCHEMA, Generation, Snapshot, Store
+from persistence.store.link import DatabaseLink
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
 DEFAULT_HANDOFF = 5.0
 #: PostgreSQL refuses a bytea over 1 GB; refuse such values at ``put`` instead of at backup.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
-#: cold threads loaded per query by ``list(None)``
-LIST_BATCH = 100
 
 
-def _unserialisable(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, HybridSaverError):
-        return exc
-    return InvalidValue(
-        f"{what} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); nothing was stored. "
-        "Keep state values to types LangGraph's serializer handles (str, numbers within 64 bits, lists, "
-        "dicts, messages, pydantic models, dataclasses) or pass a serde that handles yours."
-    )
+def _check_options(retention: Any, memory_budget: Any, handoff_timeout: Any, name: Any) -> None:
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 2:
+        raise ValueError(f"retention={retention!r}: keep at least 2 generations so a restore can always be undone.")
+    if memory_budget is not None and (
+        isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
+    ):
+        raise ValueError(
+            f"memory_budget={memory_budget!r}: give a number of bytes (an int, e.g. 512 * 1024**2), "
+            "or None to keep every thread in memory."
+        )
+    if isinstance(handoff_timeout, bool) or not isinstance(handoff_timeout, (int, float)) or handoff_timeout <= 0:
+        raise ValueError(f"handoff_timeout={handoff_timeout!r}: give a number of seconds greater than 0.")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name={name!r}: give a non-empty str (it keys the operator's settings), or None.")
 
 
-class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySaver):
+class HybridSaver(InMemorySaver):
     """A LangGraph checkpointer that serves every read and write from memory and backs the state
     up to PostgreSQL in incremental generations.
 
@@ -99,59 +105,48 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
     ) -> None:
         if backup_interval is not None:
             backup_interval = check_interval(backup_interval)
-        if isinstance(retention, bool) or not isinstance(retention, int) or retention < 2:
-            raise ValueError(f"retention={retention!r}: keep at least 2 generations so a restore can always be undone.")
-        if memory_budget is not None and (
-            isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
-        ):
-            raise ValueError(
-                f"memory_budget={memory_budget!r}: give a number of bytes (an int, e.g. 512 * 1024**2), "
-                "or None to keep every thread in memory."
-            )
-        if isinstance(handoff_timeout, bool) or not isinstance(handoff_timeout, (int, float)) or handoff_timeout <= 0:
-            raise ValueError(f"handoff_timeout={handoff_timeout!r}: give a number of seconds greater than 0.")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ValueError(f"name={name!r}: give a non-empty str (it keys the operator's settings), or None.")
+        _check_options(retention, memory_budget, handoff_timeout, name)
         super().__init__(serde=serde)
-        self.pool = pool
         self.conninfo = conninfo or pool.conninfo
-        self.store = Store(pool, schema)
         self.retention = retention
         self.max_value_bytes = max_value_bytes
         self.memory_budget = memory_budget
         self.name = name
         self.handoff_timeout = float(handoff_timeout)
         self.summarize = summarize
-        self.lock = threading.RLock()
-        self._backup_lock = threading.Lock()
-        self._changes = ChangeLog()
-        self._res = Residency(
-            self.storage, self.writes, self.blobs, self.lock, memory_budget, self._load_threads, self._relieve
-        )
-        self.membership = Membership(pool, self.conninfo, schema, name)
-        self._owns_pool = False
         # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
         # of the saver, and must see it closed too
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
-        self._init_backups()
+        self._listen = listen
+        closed = self._closed.is_set
+
+        self.cache = cache = MemoryCache(budget=memory_budget)
+        # InMemorySaver's code serves LangGraph from the cache's dicts, under the cache's lock
+        self.storage, self.writes, self.blobs, self.lock = cache.storage, cache.writes, cache.blobs, cache.lock
+        self.store = store = Store(pool, schema)
+        self.membership = membership = Membership(pool, self.conninfo, schema, name)
+        self._link = link = DatabaseLink(pool, self.conninfo, [store, membership], owns_pool=False)
+        self._messenger = messenger = Messenger(link, membership)
+        self._ownership = ownership = Ownership(
+            cache, store, membership, link, messenger, handoff_timeout=self.handoff_timeout, budget=memory_budget,
+            closed=closed,
+        )  # fmt: skip
+        self._writer = writer = BackupWriter(
+            cache, store, link, ownership, membership, serde=self.serde, summarize=summarize, retention=retention,
+            attach=self._attach, closed=closed,
+        )  # fmt: skip
+        cache.bind(ownership.load_threads, writer)
+        self._member = member = FleetMember(
+            cache, ownership, membership, link, writer, figures=self._figures, closed=closed
+        )
+        self._restorer = Restorer(
+            cache, store, link, ownership, membership, messenger, member, writer, budget=memory_budget
+        )
+        self._edits = Edits(cache, self._stored_runs)
         self.loaded_generation: int | None = None
         self.scheduler: BackupScheduler | None = None
-        self.attached = False
-        self.attach_error: str | None = None
-        self._commands: CommandListener | None = None
-        self._db_failed = False
-        self._listen = listen
-        #: threads a restore of this member holds: not handed over until it is done
-        self._restoring: set[str] = set()
-        #: threads a restore rewrote under runs that may still be in flight (see RestoreMixin)
-        self._restored: dict[str, float] = {}
-        #: memory holds every thread of the store, so an unknown thread is a new one (see _load_threads)
-        self._complete = True
-        self._beats = 0
-        self._warming: threading.Thread | None = None
-        #: an early backup was asked of the scheduler (memory pressure)
-        self._early = False
+        self._settings: Settings | None = None
         if start:
             self._start(backup_interval, handle_signals)
 
@@ -205,10 +200,10 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
                 handle_signals=handle_signals,
                 **kwargs,
             )
-            saver._owns_pool = True
+            saver._link.owns_pool = True
             if offline_error is not None:
-                saver.attach_error = str(offline_error)
-                saver._db_failed = True
+                saver._link.attach_error = str(offline_error)
+                saver._link.mark_failed()
                 logger.warning("starting offline, serving from memory: %s", offline_error)
             saver._start(backup_interval, handle_signals, allow_offline=allow_offline)
         except BaseException:
@@ -217,73 +212,68 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         return saver
 
     def _start(self, backup_interval: float | None, handle_signals: bool, allow_offline: bool = False) -> None:
-        self.scheduler = BackupScheduler(self._scheduled_backup, backup_interval, heartbeat=self._heartbeat)
-        if self.attach_error is None:
+        self.scheduler = BackupScheduler(self._writer.scheduled, backup_interval, heartbeat=self._member.heartbeat)
+        self._writer.use_scheduler(self.scheduler)
+        self._settings = Settings(self.scheduler, self.membership, self._link)
+        if self._link.attach_error is None:
             try:
                 self._attach()
             except DatabaseUnavailable as exc:
                 if not allow_offline:
                     self.membership.leave()
                     raise
-                self.attach_error = str(exc)
+                self._link.attach_error = str(exc)
                 logger.warning("starting offline, serving from memory: %s", exc)
         self.scheduler.start()
         lifecycle.register(self, handle_signals)
 
     def _attach(self) -> None:
         """Set up the store, join the fleet, load threads; start listening for commands."""
+        link, store, ownership = self._link, self.store, self._ownership
         try:
-            self.store.setup()
+            store.setup()
             if self.membership.instance_id is None:
                 self.membership.join()
-            self._load_settings()
-            self.loaded_generation = self.store.latest_generation()
-            self._resolve_provisional()
+            if self._settings is not None:
+                self._settings.load()
+            self.loaded_generation = store.latest_generation()
+            ownership.resolve_provisional()
             if self.memory_budget is None:
-                self._warm()
-                self._complete = not any(m.alive and m.instance_id != self.instance_id for m in self.members())
+                ownership.warm()
+                ownership.refresh_complete()
             else:
-                self._complete = False
+                self.cache.complete = False
         except DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot set up the backup store on {describe_url(self.conninfo)}: "
-                f"{scrub(str(exc), self.conninfo)}. Check that PostgreSQL is running and DATABASE_URL is right."
+                f"{link.scrub(str(exc))}. Check that PostgreSQL is running and DATABASE_URL is right."
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise DatabaseUnavailable(
-                f"No permission to create or use schema {self.store.schema!r} on {describe_url(self.conninfo)}: "
-                f"{_first_line(scrub(str(exc), self.conninfo))}. Grant CREATE on the database (or USAGE and "
+                f"No permission to create or use schema {store.schema!r} on {describe_url(self.conninfo)}: "
+                f"{_first_line(link.scrub(str(exc)))}. Grant CREATE on the database (or USAGE and "
                 "CREATE on the schema) to this user, or pass another schema."
             ) from None
-        self.attached = True
-        self.attach_error = None
-        self._db_failed = False
+        link.attached = True
+        link.attach_error = None
+        link.mark_failed(False)
         if self.memory_budget is not None:
-            self._warm_in_background()
-        if self._listen and self._commands is None and self.instance_id is not None:
-            self._commands = CommandListener(self.store, self.conninfo, self.instance_id, self._handle_command)
-            self._commands.start()
+            ownership.warm_in_background()
+        if self._listen and self._settings is not None:
+            self._messenger.listen(
+                store, CommandHandler(self._writer, self._restorer, self._settings, self._member, self._figures)
+            )
         logger.info(
             "member %s attached to %s (generation %s, %s threads in memory)",
             self.instance_id,
             describe_url(self.conninfo),
             self.loaded_generation,
-            len(self._res.entries),
+            len(self.cache.entries),
         )
-
-    def _scheduled_backup(self) -> BackupRun | None:
-        if self.closed:
-            return None
-        early, self._early = self._early, False
-        return self.backup(trigger="pressure" if early else "scheduled")
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Wait for the warm start running in the background (with a budget); True when it is done."""
-        warming = self._warming
-        if warming is not None:
-            warming.join(timeout)
-            return not warming.is_alive()
-        return True
+        return self._ownership.wait_warm(timeout)
 
     def close(self) -> None:
         """Take a final backup, give the threads back to the fleet, stop the jobs and close an owned pool.
@@ -293,24 +283,20 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         with self._close_lock:
             if self._closed.is_set():
                 return
-            self._close_locked()
-
-    def _close_locked(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.shutdown()
-        if self._commands is not None:
-            self._commands.stop()
-        try:
-            run = self.backup(trigger="close")
-            if not run.ok:
-                logger.error("final backup failed; %s changes were not saved: %s", run.pending, run.error)
-        finally:
-            self._closed.set()
-            if self.attached:
-                self.membership.leave()
-            if self._owns_pool:
-                self.pool.close()
-            lifecycle.unregister(self)
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
+            self._messenger.stop()
+            try:
+                run = self.backup(trigger="close")
+                if not run.ok:
+                    logger.error("final backup failed; %s changes were not saved: %s", run.pending, run.error)
+            finally:
+                self._closed.set()
+                if self._link.attached:
+                    self.membership.leave()
+                if self._link.owns_pool:
+                    self.pool.close()
+                lifecycle.unregister(self)
 
     @property
     def closed(self) -> bool:
@@ -332,6 +318,30 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         if self._closed.is_set():
             raise SaverClosed("This HybridSaver is closed. Create a new one with HybridSaver.from_url(...).")
 
+    # -- state of the link ------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The pool in use (an owned pool is replaced by a fresh one after an outage)."""
+        return self._link.pool
+
+    @property
+    def attached(self) -> bool:
+        """The store is set up and this saver joined its fleet."""
+        return self._link.attached
+
+    @property
+    def attach_error(self) -> str | None:
+        """Why the saver could not attach yet (it started offline), or None."""
+        return self._link.attach_error
+
+    def _stored_runs(self, wanted: set[str]) -> list[str]:
+        return self._link.ask(
+            lambda: self.store.threads_with_runs(sorted(wanted)),
+            "delete_for_runs needs PostgreSQL to find the threads not in memory, and it cannot be reached; "
+            "nothing was deleted. Retry when the database is back.",
+        )
+
     # -- validation -----------------------------------------------------------------------------
 
     def _key(self, config: RunnableConfig, name: str, default: str | None = None) -> str:
@@ -349,126 +359,10 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
             )
         return value
 
-    def _check_size(self, typed: tuple[str, bytes], what: str) -> None:
-        if len(typed[1]) > self.max_value_bytes:
-            raise InvalidValue(
-                f"{what} serialises to {len(typed[1]):,} bytes, more than the {self.max_value_bytes:,} "
-                "bytes a backup row can hold; store large payloads elsewhere and keep a reference in the state."
-            )
-
-    # -- residency helpers ------------------------------------------------------------------------
-
-    def _read(self, thread_id: str, read: Callable[[], Any]) -> Any:
-        """Run ``read`` with ``thread_id`` resident; again if the thread was evicted meanwhile."""
-        while True:
-            entry, pinned = self._res.acquire(thread_id)
-            try:
-                result = read()
-            except (KeyError, RuntimeError):
-                if not entry.evicted:
-                    raise
-                continue
-            finally:
-                if pinned:
-                    self._res.unpin(entry)
-            if not entry.evicted:
-                if self._res.over_budget():
-                    with self.lock:
-                        self._res.trim()
-                return result
-
-    def _write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], Any]) -> Any:
-        """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident.
-
-        One thread needs no pin: under the lock nothing evicts it, and an eviction between the
-        lookup and the lock is seen (``evicted``) and the lookup done again. Several threads are
-        pinned, so loading one cannot evict another. A writer that finds memory over the budget
-        makes room first (evicting, or backing up when only changed threads are left), so
-        concurrent writers cannot carry memory further past the budget than one write each."""
-        if self._res.over_budget():
-            self._relieve()
-        pin = len(thread_ids) > 1
-        while True:
-            acquired = [self._res.acquire(t, pin=pin) for t in thread_ids]
-            try:
-                with self.lock:
-                    held = [entry for entry, _pinned in acquired]
-                    if not any(e.evicted for e in held):
-                        result = write(held)
-                        break
-            finally:
-                for entry, pinned in acquired:
-                    if pinned:
-                        self._res.unpin(entry)
-        if self._res.budget is not None:
-            self._after_write(thread_ids)
-        return result
-
-    def _after_write(self, thread_ids: Sequence[str]) -> None:
-        """Keep memory under the budget after a write: evict idle threads, and back up early when
-        changes not yet in PostgreSQL press the budget."""
-        res = self._res
-        if res.budget is None:
-            return
-        if res.dirty_bytes > res.budget // 2 and self.scheduler is not None and not self._early:
-            self._early = True
-            self.scheduler.run_soon()
-        if not res.over_budget():
-            return
-        with self.lock:
-            res.trim(exclude=thread_ids)
-        if res.over_budget():
-            self._relieve()
-
-    def _relieve(self) -> None:
-        """Memory is over the budget with only threads that cannot be evicted: back up now so they
-        can be (the writer waits, as a page cache throttles writers past its dirty limit). While
-        PostgreSQL is unreachable nothing can be written, and memory grows past the budget instead
-        of losing changes."""
-        res = self._res
-        if res.dirty_bytes and self.attached and not self._db_failed and not self.closed:
-            self.backup(trigger="pressure")
-        with self.lock:
-            res.trim()
-
-    def _touch(self, entry: Resident) -> None:
-        """``entry``'s thread has a change for the next backup. Under the lock."""
-        self._res.changed(entry)
-        if self._changes.since is None:
-            self._changes.since = time.time()
-
-    def _view(self, thread_ids: Sequence[str]) -> InMemorySaver:
-        """A plain InMemorySaver over copies of these resident threads (for lazy listing). Under the lock."""
-        view = InMemorySaver(serde=self.serde)
-        for tid in thread_ids:
-            entry = self._res.entries.get(tid)
-            namespaces = self.storage.get(tid)
-            if entry is None or namespaces is None:
-                continue
-            view.storage[tid].update({ns: dict(cps) for ns, cps in namespaces.items()})
-            for key in entry.write_keys:
-                if key in self.writes:
-                    view.writes[key] = dict(self.writes[key])
-            for key in entry.blob_keys:
-                if key in self.blobs:
-                    view.blobs[key] = self.blobs[key]
-        return view
-
     def _resident_now(self, config: RunnableConfig | None) -> bool:
         if config is None:
             return False
-        return config.get("configurable", {}).get("thread_id") in self._res.entries
-
-    def _ask_store(self, read: Callable[[], T], unreachable: str) -> T:
-        """Run ``read`` (a query a caller waits for); while PostgreSQL is down, raise
-        ``DatabaseUnavailable(unreachable)`` at once instead of waiting for the pool's timeout
-        (the store's queries fail fast, see :func:`persistence.db.pool_connection`)."""
-        if self.attached and self._reachable():
-            try:
-                return read()
-            except DB_ERRORS:
-                self._db_failed = True
-        raise DatabaseUnavailable(unreachable)
+        return config.get("configurable", {}).get("thread_id") in self.cache.entries
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -486,7 +380,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
                 return None
             return InMemorySaver.get_tuple(self, config)
 
-        return self._read(thread_id, read)
+        return self.cache.read(thread_id, read)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._resident_now(config):
@@ -500,7 +394,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         thread_id = config["configurable"]["thread_id"]
         if not isinstance(thread_id, str):
             return InMemorySaver.get_delta_channel_history(self, config=config, channels=channels)
-        return self._read(
+        return self.cache.read(
             thread_id, lambda: InMemorySaver.get_delta_channel_history(self, config=config, channels=channels)
         )
 
@@ -521,51 +415,17 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         resident threads from memory, then cold ones read from PostgreSQL without making them resident."""
         self._check_open()
         if config is None:
-            return self._list_all(filter, before, limit)
+            return list_all(self.cache, self.store, self._link, self.serde, filter, before, limit)
         thread_id = config["configurable"]["thread_id"]
         if not isinstance(thread_id, str):
             return iter(())
 
         def snapshot() -> InMemorySaver:
             with self.lock:
-                return self._view([thread_id])
+                return self.cache.view([thread_id], self.serde)
 
-        view = self._read(thread_id, snapshot)
+        view = self.cache.read(thread_id, snapshot)
         return InMemorySaver.list(view, config, filter=filter, before=before, limit=limit)
-
-    def _list_all(
-        self, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
-    ) -> Iterator[CheckpointTuple]:
-        with self.lock:
-            resident = list(self._res.entries)
-            view = self._view(resident)
-        left = limit
-        for item in InMemorySaver.list(view, None, filter=filter, before=before, limit=left):
-            yield item
-            if left is not None:
-                left -= 1
-        if (left is not None and left <= 0) or self._complete:
-            return
-        stored = self._ask_store(
-            self.store.live_thread_ids,
-            "Listing every thread needs PostgreSQL for the threads not in memory, and it cannot be reached; "
-            "list one thread instead, or retry when the database is back.",
-        )
-        skip = set(resident)
-        cold = [t for t in stored if t not in skip]
-        for start in range(0, len(cold), LIST_BATCH):
-            snap = self.store.load_threads(cold[start : start + LIST_BATCH])
-            batch = InMemorySaver(serde=self.serde)
-            for tid, namespaces in snap.storage.items():
-                batch.storage[tid].update(namespaces)
-            batch.writes.update(snap.writes)
-            batch.blobs.update(snap.blobs)
-            for item in InMemorySaver.list(batch, None, filter=filter, before=before, limit=left):
-                yield item
-                if left is not None:
-                    left -= 1
-            if left is not None and left <= 0:
-                return
 
     async def alist(
         self,
@@ -599,54 +459,11 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         for v in new_versions.values():
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise InvalidValue(f"channel version {v!r:.80} must be a str, int or float.")
-        return self._write([thread_id], lambda e: self._put(e[0], config, checkpoint, metadata, new_versions, ns))
-
-    def _put(
-        self,
-        entry: Resident,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-        ns: str,
-    ) -> RunnableConfig:
-        thread_id, checkpoint_id = config["configurable"]["thread_id"], checkpoint["id"]
-        if self._restored:
-            self._check_not_restored(thread_id, ns, config["configurable"].get("checkpoint_id"))
-        old_cp = self.storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
-        keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
-        old_blobs = [self.blobs.get(k) for k in keys]
-        try:
-            result = InMemorySaver.put(self, config, checkpoint, metadata, new_versions)
-            saved = self.storage[thread_id][ns][checkpoint_id]
-            self._check_size(saved[0], "the checkpoint")
-            for key in keys:
-                self._check_size(self.blobs[key], f"channel {key[2]!r}")
-        except Exception as exc:
-            # InMemorySaver may have stored part of it before failing: take it back
-            for key, old in zip(keys, old_blobs, strict=True):
-                if old is None:
-                    self.blobs.pop(key, None)
-                else:
-                    self.blobs[key] = old
-            cps = self.storage.get(thread_id, {}).get(ns, {})
-            if old_cp is None:
-                cps.pop(checkpoint_id, None)
-            else:
-                cps[checkpoint_id] = old_cp
-            raise _unserialisable(exc, "the checkpoint") from exc
-        res = self._res
-        res.grow(entry, checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0))
-        log = self._changes
-        mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
-        blobs = self.blobs
-        for key, old in zip(keys, old_blobs, strict=True):
-            value = blobs[key]
-            entry.blob_keys.add(key)
-            res.grow(entry, blob_size(value) - (blob_size(old) if old is not None else 0))
-            mark(log.blobs, key, old is not None, value)
-        self._touch(entry)
-        return result
+        limit = self.max_value_bytes
+        return self.cache.write(
+            [thread_id],
+            lambda e: put_checkpoint(self.cache, self, e[0], config, checkpoint, metadata, new_versions, ns, limit),
+        )
 
     def put_writes(
         self,
@@ -662,105 +479,178 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
         if not isinstance(task_id, str) or not isinstance(task_path, str):
             raise InvalidValue(f"task_id and task_path must be str, got {task_id!r:.80} and {task_path!r:.80}.")
         outer = (thread_id, ns, checkpoint_id)
-        self._write([thread_id], lambda e: self._put_writes(e[0], config, writes, task_id, task_path, outer))
+        limit = self.max_value_bytes
+        self.cache.write(
+            [thread_id],
+            lambda e: put_task_writes(self.cache, self, e[0], config, writes, task_id, task_path, outer, limit),
+        )
 
-    def _put_writes(
-        self,
-        entry: Resident,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str,
-        outer: tuple[str, str, str],
+    # -- edits --------------------------------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._check_open()
+        self._edits.delete_thread(thread_id)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, write and blob of one thread to another (replacing nothing else)."""
+        self._check_open()
+        self._edits.copy_thread(source_thread_id, target_thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int | None = None) -> None:
+        """Prune checkpoints of ``thread_ids``.
+
+        Args:
+            strategy: ``"keep_latest"`` keeps the newest checkpoint of each namespace,
+                ``"keep_last"`` keeps the newest ``keep_last``, ``"delete"`` removes the threads.
+            keep_last: how many checkpoints ``"keep_last"`` keeps per namespace (>= 1).
+        """
+        self._check_open()
+        self._edits.prune(thread_ids, self.serde, strategy=strategy, keep_last=keep_last)
+
+    async def aprune(
+        self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int | None = None
     ) -> None:
-        if self._restored:
-            self._check_not_restored(outer[0], outer[1], outer[2])
-        before = self.writes.get(outer)
-        before_keys = dict(before) if before else {}
+        await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy, keep_last=keep_last))
 
-        def undo() -> None:
-            if before is None:
-                self.writes.pop(outer, None)
-            else:
-                before.clear()
-                before.update(before_keys)
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete every checkpoint (with its writes) whose metadata ``run_id`` is in ``run_ids``,
+        in every thread of the store (cold threads that may hold one are loaded first)."""
+        self._check_open()
+        self._edits.delete_for_runs(run_ids, self.serde)
 
-        try:
-            InMemorySaver.put_writes(self, config, writes, task_id, task_path)
-        except Exception as exc:
-            undo()
-            raise _unserialisable(exc, "a write") from exc
-        stored = self.writes.get(outer, {})
-        try:
-            for idx, (channel, _value) in enumerate(writes):
-                inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
-                if inner in stored and stored[inner] is not before_keys.get(inner):
-                    self._check_size(stored[inner][2], f"the write to channel {channel!r}")
-        except InvalidValue:
-            undo()
-            raise
-        log = self._changes
-        changed = False
-        res = self._res
-        for idx, (channel, _value) in enumerate(writes):
-            inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
-            existed = inner in before_keys
-            if inner[1] >= 0 and existed:
-                continue  # InMemorySaver keeps the first write of a regular index
-            if inner in stored:
-                old = before_keys.get(inner)
-                res.grow(entry, write_size(stored[inner]) - (write_size(old) if old is not None else 0))
-                mark(log.writes, (*outer, *inner), existed, stored[inner])
-                changed = True
-        if outer in self.writes:
-            entry.write_keys.add(outer)
-        if changed:
-            self._touch(entry)
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    # -- backups and restores -----------------------------------------------------------------------
+
+    def backup(self, trigger: str = "manual", request_id: str | None = None) -> BackupRun:
+        """Write what changed since the last backup as a new generation.
+
+        With nothing pending no generation is written (``run.generation`` is None, ``run.empty``).
+        Never raises for database errors: the run is returned (and logged) with ``error`` set, and
+        the changes stay pending for the next run.
+
+        Raises:
+            SaverClosed: the saver is closed.
+        """
+        self._check_open()
+        return self._writer.backup(trigger, request_id)
+
+    def add_listener(self, callback: Any) -> None:
+        """Call ``callback(run)`` after every backup run."""
+        self._writer.add_listener(callback)
+
+    @property
+    def last_run(self) -> BackupRun | None:
+        return self._writer.last_run
+
+    @property
+    def last_success(self) -> BackupRun | None:
+        return self._writer.last_success
+
+    @property
+    def history(self) -> Any:
+        """The recent runs of this saver (a deque, oldest first)."""
+        return self._writer.history
+
+    def generations(self, limit: int | None = None) -> list[Generation]:
+        """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
+        self._check_open()
+        return self._restorer.generations(limit)
+
+    def verify(self, generation: int, thread_id: str | None = None) -> VerifyResult:
+        """Check every row of ``generation`` (all threads or one) against its checksum (see Restorer.verify)."""
+        self._check_open()
+        return self._restorer.verify(generation, thread_id)
+
+    def restore(
+        self,
+        generation: int,
+        thread_id: str | None = None,
+        *,
+        on_damage: str = "refuse",
+        request_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        """Put back the state of ``generation``, for all threads or one, across the fleet.
+
+        See :meth:`persistence.ops.restore.Restorer.restore` for the arguments and the errors.
+        """
+        self._check_open()
+        return self._restorer.restore(
+            generation, thread_id, on_damage=on_damage, request_id=request_id, progress=progress
+        )
+
+    # -- the fleet ------------------------------------------------------------------------------------
+
+    @property
+    def instance_id(self) -> int | None:
+        """This saver's member id in the store (None until it attached)."""
+        return self.membership.instance_id
+
+    def members(self, *, include_stopped: bool = False) -> list[Member]:
+        """The members of the store (``.instance_id``, ``.host``, ``.pid``, ``.alive``,
+        ``.resident_threads``, ``.pending``, ``.lag_seconds``), figures as of their last heartbeat."""
+        self._check_open()
+        return self.membership.members(include_stopped=include_stopped)
+
+    def ask(self, member: int, op: str, *, timeout: float = 60.0, **args: Any) -> Answer:
+        """Send a command to another member and wait for its answer (see ``fleet/remote.py`` for the ops).
+
+        Raises:
+            CommandTimeout: no answer within ``timeout`` seconds.
+        """
+        return self._messenger.ask(member, op, timeout=timeout, **args)
+
+    def release_threads(self, thread_ids: Sequence[str] | None = None, *, restore: bool = False) -> dict[str, Any]:
+        """Back up, evict and give back ``thread_ids`` (None: every thread), so another member can take them."""
+        return self._member.release_threads(thread_ids, restore=restore)
+
+    def set_interval(self, seconds: float) -> None:
+        """Run scheduled backups every ``seconds`` from now on (kept in the store for savers with a ``name``)."""
+        self._check_open()
+        assert self._settings is not None
+        self._settings.set_interval(seconds)
+
+    def pause(self) -> None:
+        """Pause scheduled backups (manual backups and the final one still run)."""
+        self._check_open()
+        assert self._settings is not None
+        self._settings.pause()
+
+    def resume(self) -> None:
+        """Resume scheduled backups."""
+        self._check_open()
+        assert self._settings is not None
+        self._settings.resume()
+
+    # -- figures --------------------------------------------------------------------------------
 
     def thread_rows(self, thread_id: str) -> Snapshot:
         """A copy of one thread's rows as served now (loaded first when it is cold): its
         checkpoints, writes and channel values in InMemorySaver's shapes."""
         self._check_open()
-
-        def copy() -> Snapshot:
-            with self.lock:
-                view = self._view([thread_id])
-            return Snapshot(
-                storage={
-                    t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())
-                },
-                writes={k: v for k, v in view.writes.items() if v},
-                blobs=dict(view.blobs),
-            )
-
-        return self._read(thread_id, copy)
-
-    # -- figures --------------------------------------------------------------------------------
+        return self.cache.copy_thread_rows(thread_id, self.serde)
 
     def thread_ids(self) -> list[str]:
         """Ids of the resident threads that hold at least one checkpoint."""
-        with self.lock:
-            return [t for t, namespaces in self.storage.items() if any(namespaces.values())]
+        return self.cache.thread_ids()
 
     def pending_threads(self) -> set[str]:
         """Threads with changes not yet in PostgreSQL."""
-        with self.lock:
-            return self._changes.threads()
+        return self.cache.pending_threads()
 
     def stats(self) -> SaverStats:
         """Resident threads and checkpoints, pending changes, backup lag and the residency figures."""
-        # counted without the lock (each list() copy is one atomic operation): writers never wait for it
-        threads = 0
-        checkpoints = 0
-        for namespaces in list(self.storage.values()):
-            n = sum(len(cps) for cps in list(namespaces.values()))
-            if n:
-                threads += 1
-                checkpoints += n
-        with self.lock:
-            pending = len(self._changes)
-            since = self._changes.since
-        res = self._res.stats()
+        threads, checkpoints = self.cache.counts()
+        pending, since = self.cache.pending()
+        res = self.cache.residency.stats()
         last = self.last_run
         return SaverStats(
             threads=threads,
@@ -769,7 +659,7 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
             lag_seconds=time.time() - since if since is not None else 0.0,
             last_backup=last,
             last_success=self.last_success,
-            database_ok=(last is None or last.ok) and not self._db_failed,
+            database_ok=(last is None or last.ok) and not self._link.failed,
             resident_threads=res.resident_threads,
             resident_bytes=res.resident_bytes,
             dirty_bytes=res.dirty_bytes,
@@ -779,6 +669,29 @@ class HybridSaver(FleetMixin, RestoreMixin, BackupMixin, EditsMixin, InMemorySav
             evictions=res.evictions,
             instance_id=self.instance_id,
         )
+
+    def _figures(self) -> dict[str, Any]:
+        """This member's figures for its heartbeat row and the ``status`` command."""
+        stats = self.stats()
+        last = stats.last_backup
+        sched = self.scheduler
+        return {
+            "resident_threads": stats.resident_threads,
+            "resident_bytes": stats.resident_bytes,
+            "memory_budget": stats.memory_budget,
+            "checkpoints": stats.checkpoints,
+            "pending": stats.pending,
+            "lag_seconds": round(stats.lag_seconds, 3),
+            "hits": stats.hits,
+            "loads": stats.loads,
+            "evictions": stats.evictions,
+            "last_run_at": last.finished_at.isoformat() if last else None,
+            "last_run_ok": last.ok if last else None,
+            "last_generation": stats.last_success.generation if stats.last_success else None,
+            "last_error": last.error if last else None,
+            "interval": sched.interval if sched is not None else None,
+            "paused": bool(sched.paused) if sched is not None else False,
+        }
 
 
 __all__ = ["BackupRun", "HybridSaver", "RestoreResult", "SaverStats"]

@@ -15,8 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from agent import build_graph, chat_turn, thread_config
 from agent.responder import OfflineResponder
+from dashboard import views
 from dashboard.runtime import Runtime, get_runtime, reset_runtime
-from persistence import HybridSaver, views
+from persistence import HybridSaver
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

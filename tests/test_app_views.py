@@ -1,4 +1,4 @@
-"""persistence.views: the read-only DataFrames behind the dashboard's pages (real PostgreSQL)."""
+"""dashboard.views: the read-only DataFrames behind the dashboard's pages (real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from agent import build_graph, chat_turn, thread_config
 from agent.graph import RESPOND_NODE
-from persistence import HybridSaver, views
+from dashboard import views
+from persistence import HybridSaver
 
 
 def test_thread_page_lists_every_thread_searched_and_sorted_by_the_server(

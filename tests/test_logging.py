@@ -81,7 +81,7 @@ def test_fifty_scheduled_backups_log_nothing_at_info(
     loud = _watched(caplog.records)
     assert not loud, [f"{r.levelname} {r.name}: {r.getMessage()}" for r in loud]
     # the success lines are there, at DEBUG
-    debug = [r for r in caplog.records if r.name == "persistence.backup" and r.levelno == logging.DEBUG]
+    debug = [r for r in caplog.records if r.name == "persistence.ops.backup" and r.levelno == logging.DEBUG]
     assert sum("backup (scheduled): generation" in r.getMessage() for r in debug) >= 50
 
 

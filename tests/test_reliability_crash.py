@@ -151,7 +151,7 @@ def _newest_cut(saver: HybridSaver, newest: int | None) -> float:
     committed = saver.generations()[0].taken_at
     starts = [
         r["started_at"].timestamp()
-        for r in saver.store.runs(limit=200)
+        for r in saver.store.runs.runs(limit=200)
         if not r["error"] and (r["generation"] == newest or (r["generation"] is None and r["started_at"] >= committed))
     ]
     if starts:
@@ -326,7 +326,7 @@ def _clean_stop(db_url: str, tmp_path: Path, children: list[Child], sig: int) ->
     saver, _ = open_after_crash(db_url)
     try:
         trial = check_recovery(saver, child, Ledger(), time.time(), ready["t"])
-        runs = saver.store.runs(limit=10)
+        runs = saver.store.runs.runs(limit=10)
     finally:
         saver.close()
     assert trial["turns_lost"] == 0, f"signal {sig} lost {trial['turns_lost']} of {trial['turns_completed']} turns"

@@ -146,7 +146,7 @@ def test_outage_keeps_serving_logs_failed_runs_and_catches_up(
     assert saver.stats().pending == 0 and saver.stats().database_ok
 
     # the failed runs were buffered and written with the first run that reached the database
-    logged = saver.store.runs(limit=1000)
+    logged = saver.store.runs.runs(limit=1000)
     errors = [r for r in logged if r["error"]]
     reported = {r.started_at for r in runs.failed(t_stopping, t_start)}
     assert reported <= {r["started_at"] for r in errors}, "failed runs missing from the runs table"

@@ -44,7 +44,7 @@ def test_eight_workers_over_ten_times_more_threads_than_the_budget(open_saver: C
     def watch() -> None:
         while not stop.is_set():
             stats = saver.stats()
-            largest = max((e.bytes for e in list(saver._res.entries.values())), default=0)
+            largest = max((e.bytes for e in list(saver.cache.residency.entries.values())), default=0)
             peak["resident"] = max(peak["resident"], stats.resident_bytes)
             peak["over"] = max(peak["over"], stats.resident_bytes - budget - largest)
             time.sleep(0.002)
@@ -94,7 +94,7 @@ def test_a_start_loads_half_the_budget_and_serves_at_once(open_saver: Callable[.
     assert stats.memory_budget == budget
     assert 0 < stats.resident_bytes <= budget // 2 + full // 60, stats
     # the most recently updated threads came first
-    resident = set(saver._res.entries)
+    resident = set(saver.cache.residency.entries)
     assert "c59" in resident and "c0" not in resident
     # a cold thread loads on access and stays exact
     before = saver.stats().loads
@@ -102,11 +102,11 @@ def test_a_start_loads_half_the_budget_and_serves_at_once(open_saver: Callable[.
     assert chat_turn(graph, "c0", "what is my name?") == "Your name is C0-1."
     assert saver.stats().loads == before + 1
     # listing every thread covers the cold ones without making them resident
-    resident_before = set(saver._res.entries)
+    resident_before = set(saver.cache.residency.entries)
     listed = {t.config["configurable"]["thread_id"] for t in saver.list(None)}
     assert listed == {f"c{i}" for i in range(60)}
-    assert set(saver._res.entries) <= resident_before | {"c0"}
-    rows, total = saver.store.thread_page(limit=10)
+    assert set(saver.cache.residency.entries) <= resident_before | {"c0"}
+    rows, total = saver.store.directory.thread_page(limit=10)
     assert total == 60 and len(rows) == 10
     assert opened < 10
 
@@ -121,7 +121,7 @@ def test_one_load_for_many_callers_and_other_threads_never_wait(
     saver = open_saver(memory_budget=20_000)
     assert saver.wait_warm(30)
     assert saver.get_tuple({"configurable": {"thread_id": "hot"}}) is not None
-    saver._res.evict("cold")
+    saver.cache.residency.evict("cold")
     loads = saver.stats().loads
     results: list[object] = []
     blocker = psycopg.connect(db_url)
@@ -154,7 +154,7 @@ def test_writers_past_the_budget_make_a_backup_run_early(open_saver: Callable[..
         chat_turn(graph, f"p{i}", f"my name is P{i}")
     triggers = [r.trigger for r in saver.history]
     assert "pressure" in triggers, triggers
-    assert saver.stats().resident_bytes <= 20_000 + max(e.bytes for e in saver._res.entries.values())
+    assert saver.stats().resident_bytes <= 20_000 + max(e.bytes for e in saver.cache.residency.entries.values())
     assert all(r.ok for r in saver.history)
 
 
@@ -189,7 +189,7 @@ def test_an_outage_keeps_resident_threads_and_names_the_cold_one(tmp_path: objec
         assert saver.wait_warm(30)
         graph = build_graph(saver, OfflineResponder())
         chat_turn(graph, "c3", "I live in Porto")  # resident, pending
-        saver._res.evict("c0")
+        saver.cache.residency.evict("c0")
         server.stop()
         try:
             assert chat_turn(graph, "c3", "where do I live?") == "You live in Porto."

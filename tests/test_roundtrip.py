@@ -161,7 +161,7 @@ def test_a_small_budget_never_serves_a_stale_value(roundtrip_db: str, ops: list[
             apply(model, op, heads_model, step_model, checkpoint_id)
             apply(small, op, heads_small, step_small, checkpoint_id)
             assert served_state(small, names) == served_state(model, names), f"after {op[0]}"
-            largest = max((e.bytes for e in list(small._res.entries.values())), default=0)
+            largest = max((e.bytes for e in list(small.cache.residency.entries.values())), default=0)
             assert small.stats().resident_bytes <= SMALL_BUDGET + largest, "over the budget by more than a thread"
         assert small.backup().ok and model.backup().ok
         assert served_state(small, names) == served_state(model, names)

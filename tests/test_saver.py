@@ -17,7 +17,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import build_graph, chat_turn
 from persistence import DatabaseUnavailable, HybridSaver
-from persistence.scheduler import check_interval
+from persistence.ops.scheduler import check_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.all_postgres
@@ -145,7 +145,7 @@ def test_runs_are_logged_with_counts_and_stats(open_saver: Callable[..., HybridS
     assert (stats.threads, stats.checkpoints) == (2, 3) and stats.pending == 6
     run = saver.backup()
     assert run.ok and run.rows == 6 and run.bytes > 1000
-    runs = saver.store.runs()
+    runs = saver.store.runs.runs()
     assert runs[0]["generation"] == run.generation
     assert (runs[0]["threads"], runs[0]["checkpoints"]) == (2, 3)
     gens = saver.generations()
@@ -177,7 +177,7 @@ def test_offline_start_serves_from_memory_and_attaches_later(
         run = saver.backup()
         assert run.ok and saver.attached, run
         assert {"old", "new"} <= set(saver.thread_ids())
-        runs = saver.store.runs()
+        runs = saver.store.runs.runs()
         assert [r["error"] is None for r in runs[:2]] == [True, False]  # the failed run was logged later
     finally:
         saver.close()

@@ -26,7 +26,8 @@ from helpers.state import all_human_texts, human_texts
 
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
-from persistence import HybridSaver, HybridSaverError, views
+from dashboard import views
+from persistence import HybridSaver, HybridSaverError
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "S3cr3t/p@ss:w%rd!Qx"
@@ -235,7 +236,7 @@ def test_password_not_in_logs_runs_or_figures(server: PrivateServer, caplog: pyt
         while not (runs[-1].ok and runs[-1].started_at > failed.finished_at) and time.monotonic() < deadline:
             time.sleep(0.05)
         stats = saver.stats()
-        stored = saver.store.runs(limit=100)
+        stored = saver.store.runs.runs(limit=100)
     finally:
         saver.close()
     assert not failed.ok

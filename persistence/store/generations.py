@@ -1,7 +1,10 @@
 """The PostgreSQL side of the checkpoints: writing a generation with COPY and reading it back.
-The schema and the storage model are in :mod:`persistence.schema`; restore, verify and retention
-in :mod:`persistence.upkeep`, the thread directory in :mod:`persistence.directory`, the runs table
-in :mod:`persistence.runlog`.
+
+The schema and the storage model are in :mod:`persistence.store.schema`, the values in
+:mod:`persistence.store.records`, the COPY helpers in :mod:`persistence.store.rows`. The store's
+parts: ``store.upkeep`` (restore, verify and retention, :mod:`persistence.store.upkeep`),
+``store.directory`` (the thread directory, :mod:`persistence.store.directory`) and ``store.runs``
+(the runs table, :mod:`persistence.store.runs`).
 
 A backup writes one generation in one transaction: it takes the next number from the counter row
 (the row lock orders generations by commit across every member of a fleet), checks that the
@@ -12,138 +15,56 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
 from persistence.db import pool_connection
-from persistence.directory import ThreadDirectory
 from persistence.errors import GenerationNotFound
-from persistence.runlog import RunLog
-from persistence.schema import (
-    MIGRATIONS,
-    TABLES,
-    dec,
-    dec_version,
-    describe_row,
-    enc,
-    enc_version,
-    row_crc,
-)
-from persistence.upkeep import GenerationUpkeep
+from persistence.store.directory import ThreadDirectory
+from persistence.store.place import Place
+from persistence.store.records import Changes, Generation, Snapshot, Written
+from persistence.store.rows import build_snapshot, copy_in, copy_out, live_at, next_generation, summary_text
+from persistence.store.runs import RunLog
+from persistence.store.schema import CONTENT_LIMIT, DEFAULT_SCHEMA, MIGRATIONS, TABLES, dec, enc
+from persistence.store.upkeep import GenerationUpkeep
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SCHEMA = "hybrid_saver"
-#: the longest text of a thread kept in its summary for search
-CONTENT_LIMIT = 16_000
 
+class Store:
+    """Reads and writes generations in one PostgreSQL schema through a borrowed pool.
 
-@dataclass(frozen=True)
-class Generation:
-    """One backup generation as stored."""
-
-    generation: int
-    taken_at: datetime
-    trigger: str
-    kind: str
-    threads: int
-    checkpoints: int
-    rows_written: int
-    bytes_written: int
-    restored_from: int | None = None
-    thread_id: str | None = None
-
-
-@dataclass
-class Changes:
-    """What one backup writes: rows to add, keys to tombstone, threads deleted as a whole, and the
-    summary of every thread it touches."""
-
-    deleted_threads: list[str] = field(default_factory=list)
-    # rows are (key..., payload...) tuples in the column order of TABLES, already encoded
-    rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
-    tombstones: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
-    #: (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content) per touched
-    #: thread that still has checkpoints; thread ids and checkpoint ids as str
-    summaries: list[tuple] = field(default_factory=list)
-    #: every thread these changes touch (filled by whoever builds them; computed when left empty)
-    touched: set[str] = field(default_factory=set)
-
-    @property
-    def empty(self) -> bool:
-        return not self.deleted_threads and not any(self.rows.values()) and not any(self.tombstones.values())
-
-    def threads(self) -> set[str]:
-        """Every thread this backup touches."""
-        if not self.touched:
-            self.touched = set(self.deleted_threads)
-            for rows in (*self.rows.values(), *self.tombstones.values()):
-                self.touched.update(dec(r[0]) for r in rows)
-        return self.touched
-
-    def without(self, threads: set[str]) -> Changes:
-        """These changes minus everything of ``threads`` (fenced: no longer ours to write)."""
-        if not threads:
-            return self
-        encoded = {enc(t) for t in threads}
-        return Changes(
-            deleted_threads=[t for t in self.deleted_threads if t not in threads],
-            rows={t: [r for r in rows if r[0] not in encoded] for t, rows in self.rows.items()},
-            tombstones={t: [k for k in keys if k[0] not in encoded] for t, keys in self.tombstones.items()},
-            summaries=[s for s in self.summaries if s[0] not in threads],
-            touched=self.threads() - threads,
-        )
-
-
-@dataclass
-class Written:
-    """What :meth:`Store.write_generation` did."""
-
-    generation: int | None
-    rows: int = 0
-    bytes: int = 0
-    #: threads whose changes were refused because the writer no longer owns them
-    refused: list[str] = field(default_factory=list)
-    #: threads and checkpoints of the generation written
-    threads: int | None = None
-    checkpoints: int | None = None
-
-
-@dataclass
-class Snapshot:
-    """Raw rows of one state, ready to go into ``InMemorySaver``'s dicts."""
-
-    storage: dict[str, dict[str, dict[str, tuple]]] = field(default_factory=dict)
-    writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
-    blobs: dict[tuple, tuple[str, bytes]] = field(default_factory=dict)
-    bytes: int = 0
-    #: keys removed by a damage check, per table, and what they were (thread id, description)
-    dropped: dict[str, list[tuple]] = field(default_factory=dict)
-    damaged: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def checkpoints(self) -> int:
-        return sum(len(ns) for t in self.storage.values() for ns in t.values())
-
-
-class Store(ThreadDirectory, RunLog, GenerationUpkeep):
-    """Reads and writes generations in one PostgreSQL schema through a borrowed pool."""
+    Its parts share the pool and the schema: ``directory`` (the thread directory), ``runs`` (the runs
+    table) and ``upkeep`` (restore, verify and retention of whole generations).
+    """
 
     def __init__(self, pool: ConnectionPool, schema: str = DEFAULT_SCHEMA) -> None:
-        self.pool = pool
-        self.schema = schema
-        self._s = sql.Identifier(schema)
+        self._place = Place(pool, schema)
+        self._s = self._place.ident
+        self.directory = ThreadDirectory(self._place)
+        self.runs = RunLog(self._place)
+        self.upkeep = GenerationUpkeep(self._place, self)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The borrowed pool; assigning another (after an outage) moves every part to it."""
+        return self._place.pool
+
+    @pool.setter
+    def pool(self, pool: ConnectionPool) -> None:
+        self._place.pool = pool
+
+    @property
+    def schema(self) -> str:
+        return self._place.schema
 
     # -- schema -------------------------------------------------------------------------------
 
     def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(s=self._s)
+        return self._place.q(text)
 
     def setup(self) -> None:
         """Create the schema and apply pending migrations (idempotent)."""
@@ -208,28 +129,6 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
             "List them with `python -m persistence generations`."
         )
 
-    def _next_generation(self, conn: psycopg.Connection, trigger: str, kind: str, **extra: Any) -> tuple[int, int, int]:
-        """Take the next generation number (the counter row stays locked until commit, so numbers
-        follow commit order across members) and insert its row; return (generation, threads and
-        checkpoints of the previous generation)."""
-        row = conn.execute(
-            self._q("UPDATE {s}.counter SET generation = generation + 1 RETURNING generation")
-        ).fetchone()
-        gen = int(row[0]) if row else 1
-        prev = conn.execute(
-            self._q("SELECT threads, checkpoints FROM {s}.generations ORDER BY generation DESC LIMIT 1")
-        ).fetchone()
-        cols = ["generation", "trigger", "kind", *extra]
-        conn.execute(
-            sql.SQL("INSERT INTO {s}.generations ({c}) VALUES ({v})").format(
-                s=self._s,
-                c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-            ),
-            [gen, trigger, kind, *extra.values()],
-        )
-        return gen, int(prev[0]) if prev else 0, int(prev[1]) if prev else 0
-
     def write_generation(
         self,
         changes: Changes,
@@ -257,7 +156,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
                 if changes.empty:
                     return Written(None, refused=refused)
             touched_enc = sorted({enc(t) for t in changes.threads()})
-            gen, threads_before, checkpoints = self._next_generation(conn, trigger, kind)
+            gen, threads_before, checkpoints = next_generation(conn, self._s, trigger, kind)
             live_before = self._live_threads(conn, touched_enc)
             nrows, nbytes = self._write_rows(conn, changes, touched_enc, gen)
             # counts follow from the previous generation's and what this one touched: no full scan
@@ -326,7 +225,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
                     nrows += max(cur.rowcount, 0)
                 rows = changes.rows[table]
                 if rows:
-                    nbytes += self._copy_in(cur, table, rows, gen)
+                    nbytes += copy_in(cur, self._s, table, rows, gen)
                     nrows += len(rows)
             # the summary of every touched thread is replaced (or dropped when it has no checkpoint)
             cur.execute(
@@ -348,8 +247,8 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
                         list(cols[2]),
                         list(cols[3]),
                         [enc(c) if c is not None else None for c in cols[4]],
-                        [_text(t) for t in cols[5]],
-                        [_text(c, CONTENT_LIMIT) for c in cols[6]],
+                        [summary_text(t) for t in cols[5]],
+                        [summary_text(c, CONTENT_LIMIT) for c in cols[6]],
                     ],
                 )
         return nrows, nbytes
@@ -367,55 +266,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _copy_in(self, cur: psycopg.Cursor, table: str, rows: list[tuple], gen: int) -> int:
-        keys, payload, types = TABLES[table]
-        cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
-        nkeys = len(keys)
-        stmt = sql.SQL("COPY {s}.{t} ({c}) FROM STDIN (FORMAT BINARY)").format(
-            s=self._s, t=sql.Identifier(table), c=cols
-        )
-        # set_types("bytea") would pick psycopg.dbapi20's pure-Python Binary dumper (registered
-        # last for that oid); the C-accelerated bytes dumper formats the rows much faster
-        cur.adapters.register_dumper(None, BytesBinaryDumper)
-        with cur.copy(stmt) as copy:
-            copy.set_types([*types, "int8", "int8"])
-            write = copy.write_row
-            for row in rows:
-                write((*row, row_crc(row[nkeys:]), gen))
-        # bytes of the bytea columns (keys and payloads), summed per column rather than per row
-        return sum(sum(map(len, filter(None, (row[i] for row in rows)))) for i, t in enumerate(types) if t == "bytea")
-
     # -- reading back -------------------------------------------------------------------------
-
-    def _live_at(self, generation: int | None) -> tuple[sql.Composable, list[Any]]:
-        if generation is None:
-            return sql.SQL("deleted_gen IS NULL"), []
-        return sql.SQL("added_gen <= %s AND (deleted_gen IS NULL OR deleted_gen > %s)"), [generation, generation]
-
-    def _copy_out(
-        self,
-        cur: psycopg.Cursor,
-        table: str,
-        generation: int | None,
-        thread_ids: Sequence[str] | None,
-        crc: bool,
-    ) -> Iterator[tuple]:
-        keys, payload, types = TABLES[table]
-        if crc:
-            payload, types = (*payload, "crc"), (*types, "int8")
-        where, params = self._live_at(generation)
-        if thread_ids is not None:
-            where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
-            params = [*params, [enc(t) for t in thread_ids]]
-        stmt = sql.SQL("COPY (SELECT {c} FROM {s}.{t} WHERE {w}) TO STDOUT (FORMAT BINARY)").format(
-            c=sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload))),
-            s=self._s,
-            t=sql.Identifier(table),
-            w=where,
-        )
-        with cur.copy(stmt, params) as copy:
-            copy.set_types(list(types))
-            yield from copy.rows()
 
     def iter_rows(
         self, table: str, generation: int | None = None, thread_id: str | None = None, *, crc: bool = False
@@ -425,7 +276,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         With ``crc`` each row ends with its stored checksum (None for rows older than schema v2).
         """
         with pool_connection(self.pool) as conn, conn.cursor() as cur:
-            yield from self._copy_out(cur, table, generation, [thread_id] if thread_id is not None else None, crc)
+            yield from copy_out(cur, self._s, table, generation, [thread_id] if thread_id is not None else None, crc)
 
     def load(self, generation: int | None = None, thread_id: str | None = None, *, verify: bool = False) -> Snapshot:
         """Read the state at ``generation`` (or the newest), all threads or one, into
@@ -464,21 +315,21 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
                         wrs.append((tid, ns, a, b, idx, e, t1, d1, d2))
                     else:
                         bls.append((tid, ns, a, b, t1, d1))
-        return _build_snapshot(rows.__getitem__, False)
+        return build_snapshot(rows.__getitem__, False)
 
     def _load(self, generation: int | None, thread_ids: list[str] | None, verify: bool) -> Snapshot:
         with pool_connection(self.pool) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    return _build_snapshot(
-                        lambda table: self._copy_out(cur, table, generation, thread_ids, verify), verify
+                    return build_snapshot(
+                        lambda table: copy_out(cur, self._s, table, generation, thread_ids, verify), verify
                     )
             finally:
                 conn.isolation_level = None
 
     def has_thread(self, generation: int, thread_id: str) -> bool:
-        where, params = self._live_at(generation)
+        where, params = live_at(generation)
         with pool_connection(self.pool) as conn:
             row = conn.execute(
                 sql.SQL("SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE {w} AND thread_id = %s)").format(
@@ -490,7 +341,7 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
 
     def thread_counts(self, generation: int | None = None, thread_id: str | None = None) -> dict[str, tuple[int, str]]:
         """thread_id -> (checkpoints, newest checkpoint id) at ``generation`` (all threads or one)."""
-        where, params = self._live_at(generation)
+        where, params = live_at(generation)
         if thread_id is not None:
             where = sql.SQL("{} AND thread_id = %s").format(where)
             params = [*params, enc(thread_id)]
@@ -541,90 +392,4 @@ class Store(ThreadDirectory, RunLog, GenerationUpkeep):
         return bool(row and row[0])
 
 
-def _text(value: Any, limit: int = 1000) -> str | None:
-    """Text for a summary column: no NUL (PostgreSQL text refuses it), valid UTF-8, at most ``limit``."""
-    if value is None:
-        return None
-    text = str(value).replace("\x00", "")
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return text[:limit]
-
-
-def _build_snapshot(rows_of: Any, verify: bool) -> Snapshot:
-    """Fill a Snapshot from the rows of the three tables (``rows_of(table)`` yields them)."""
-    snap = Snapshot()
-    nbytes = 0
-    names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
-
-    def name(data: bytes) -> str:
-        text = names.get(data)
-        if text is None:
-            text = names[data] = dec(data)
-        return text
-
-    damaged: list[tuple[str, str]] = []
-    dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
-
-    def bad(row: tuple, width: int) -> bool:
-        stored = row[-1]
-        return stored is not None and stored != row_crc(row[width:-1])
-
-    storage = snap.storage
-    for row in rows_of("checkpoints"):
-        tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
-        if verify and bad(row, 3):
-            damaged.append((name(tid), describe_row("checkpoints", row)))
-            dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
-            continue
-        nbytes += len(cdata or b"") + len(mdata or b"")
-        storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
-            (ctype, cdata),
-            (mtype, mdata),
-            dec(parent) if parent is not None else None,
-        )
-    writes = snap.writes
-    for row in rows_of("writes"):
-        tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
-        if verify and bad(row, 5):
-            damaged.append((name(tid), describe_row("writes", row)))
-            dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
-            continue
-        nbytes += len(value or b"")
-        task_s = name(task)
-        writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
-            task_s,
-            name(channel),
-            (vtype, value),
-            name(path),
-        )
-    blobs = snap.blobs
-    for row in rows_of("blobs"):
-        tid, ns, channel, version, vtype, value = row[:6]
-        key = (name(tid), name(ns), name(channel), dec_version(version))
-        if verify and bad(row, 4):
-            damaged.append((key[0], describe_row("blobs", row)))
-            dropped["blobs"].append(key)
-            continue
-        nbytes += len(value or b"")
-        blobs[key] = (vtype, value)
-    snap.bytes = nbytes
-    snap.damaged = damaged
-    snap.dropped = dropped
-    return snap
-
-
-__all__ = [
-    "CONTENT_LIMIT",
-    "DEFAULT_SCHEMA",
-    "MIGRATIONS",
-    "TABLES",
-    "Changes",
-    "Generation",
-    "Snapshot",
-    "Store",
-    "Written",
-    "dec",
-    "dec_version",
-    "enc",
-    "enc_version",
-]
+__all__ = ["Store"]

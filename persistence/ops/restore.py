@@ -1,4 +1,4 @@
-"""Restores of :class:`~persistence.HybridSaver`: put back the state of a kept generation, for every
+"""The restorer: put back the state of a kept generation, for every
 thread or one, across the whole fleet.
 
 A restore checks the generation's rows against their checksums first (nothing changes when they are
@@ -13,31 +13,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
-from persistence.backup import DB_ERRORS
-from persistence.db import describe_url, scrub
-from persistence.errors import (
-    CorruptBackup,
-    DatabaseUnavailable,
-    InvalidValue,
-    ThreadBusy,
-    ThreadNotFound,
-    ThreadRestored,
-)
+from persistence.db import DB_ERRORS, describe_url
+from persistence.errors import CorruptBackup, DatabaseUnavailable, InvalidValue, ThreadBusy, ThreadNotFound
+from persistence.fleet.member import FleetMember
+from persistence.fleet.membership import Membership
+from persistence.fleet.messenger import Messenger
+from persistence.fleet.ownership import Ownership
+from persistence.fleet.remote import CommandTimeout
+from persistence.memory import MemoryCache
+from persistence.ops.backup import BackupWriter
 from persistence.records import BackupRun, RestoreResult
-from persistence.remote import CommandTimeout
-from persistence.schema import enc, enc_version
-from persistence.store import Changes, Generation
-
-if TYPE_CHECKING:
-    from persistence.saver import HybridSaver
+from persistence.store import Changes, Generation, Store
+from persistence.store.link import DatabaseLink
+from persistence.store.schema import enc, enc_version
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +40,6 @@ logger = logging.getLogger(__name__)
 HANDOVER_TIMEOUT = 60.0
 #: how long a restore waits for another restore to finish
 RESTORE_LOCK_TIMEOUT = 30
-#: how long a restore refuses the steps of runs that began before it (see _check_not_restored)
-RESTORED_TTL = 3600.0
 
 Progress = Callable[[str, float, str], None]
 
@@ -68,61 +61,54 @@ def _quiet(_phase: str, _fraction: float, _detail: str) -> None:
     return None
 
 
-class RestoreMixin:
-    """Generations, verification and restores of a HybridSaver (mixed into it)."""
+class Restorer:
+    """Generations, verification and restores of one saver, across its fleet."""
 
-    def _mark_restored(self: HybridSaver, thread_ids: Sequence[str]) -> None:
-        """Remember that a restore rewrote ``thread_ids``. Under the lock."""
-        now = time.monotonic()
-        if len(self._restored) > 100_000:
-            self._restored = {t: at for t, at in self._restored.items() if now - at < RESTORED_TTL}
-        for tid in thread_ids:
-            self._restored[tid] = now
+    def __init__(
+        self,
+        cache: MemoryCache,
+        store: Store,
+        link: DatabaseLink,
+        ownership: Ownership,
+        membership: Membership,
+        messenger: Messenger,
+        member: FleetMember,
+        writer: BackupWriter,
+        *,
+        budget: int | None,
+    ) -> None:
+        self._cache = cache
+        self._store = store
+        self._link = link
+        self._ownership = ownership
+        self._membership = membership
+        self._messenger = messenger
+        self._member = member
+        self._writer = writer
+        self._budget = budget
 
-    def _check_not_restored(self: HybridSaver, thread_id: str, ns: str, parent: str | None) -> None:
-        """Refuse a step of a run that began before a restore of its thread: its parent checkpoint
-        is gone, and writing it would put back what the restore took away. Under the lock."""
-        at = self._restored.get(thread_id)
-        if at is None:
-            return
-        if (
-            parent is None
-            or parent in self.storage.get(thread_id, {}).get(ns, {})
-            or time.monotonic() - at > RESTORED_TTL
-        ):
-            del self._restored[thread_id]  # a run on the restored state: the thread is back to normal
-            return
-        raise ThreadRestored(
-            f"Thread {thread_id!r:.80} was restored while this run was in flight, and the checkpoint the run "
-            f"continues from ({parent}) is not in the restored state; the step was not saved, so the thread "
-            "stays as restored. Run the request again.",
-            thread_id=thread_id,
-        )
-
-    def generations(self: HybridSaver, limit: int | None = None) -> list[Generation]:
+    def generations(self, limit: int | None = None) -> list[Generation]:
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""
-        self._check_open()
-        return self.store.generations(limit)
+        return self._store.generations(limit)
 
-    def verify(self: HybridSaver, generation: int, thread_id: str | None = None) -> VerifyResult:
+    def verify(self, generation: int, thread_id: str | None = None) -> VerifyResult:
         """Check every row of ``generation`` (all threads or one) against its checksum.
 
         Raises:
             GenerationNotFound: the generation is not kept.
             DatabaseUnavailable: PostgreSQL cannot be reached.
         """
-        self._check_open()
         try:
-            rows, damaged = self.store.verify_generation(generation, thread_id)
+            rows, damaged = self._store.upkeep.verify_generation(generation, thread_id)
         except DB_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"Cannot read generation {generation} from {describe_url(self.conninfo)}: "
-                f"{scrub(str(exc), self.conninfo)}. Retry when PostgreSQL is back."
+                f"Cannot read generation {generation} from {describe_url(self._link.conninfo)}: "
+                f"{self._link.scrub(str(exc))}. Retry when PostgreSQL is back."
             ) from None
         return VerifyResult(generation, rows, damaged)
 
     def restore(
-        self: HybridSaver,
+        self,
         generation: int,
         thread_id: str | None = None,
         *,
@@ -146,7 +132,6 @@ class RestoreMixin:
             ThreadBusy: a member did not hand its threads over in time (nothing changed).
             DatabaseUnavailable: PostgreSQL cannot be reached (nothing changed).
         """
-        self._check_open()
         if on_damage not in ("refuse", "skip"):
             raise ValueError(f"on_damage must be 'refuse' or 'skip', got {on_damage!r}")
         if thread_id is not None and not isinstance(thread_id, str):
@@ -154,18 +139,18 @@ class RestoreMixin:
         report = progress or _quiet
         started = datetime.now(UTC)
         try:
-            self.store.get_generation(generation)
-            if thread_id is not None and not self.store.has_thread(generation, thread_id):
+            self._store.get_generation(generation)
+            if thread_id is not None and not self._store.has_thread(generation, thread_id):
                 raise ThreadNotFound(
                     f"Thread {thread_id!r:.120} is not in generation {generation}. "
                     "Pick a generation that holds it (the Restore page or `python -m persistence generations`)."
                 )
             report("checking", 0.0, f"checking the rows of generation {generation} against their checksums")
-            _rows, damaged = self.store.verify_generation(generation, thread_id)
+            _rows, damaged = self._store.upkeep.verify_generation(generation, thread_id)
         except DB_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"Cannot read generation {generation} from {describe_url(self.conninfo)}: "
-                f"{scrub(str(exc), self.conninfo)}. Nothing was changed; retry when PostgreSQL is back."
+                f"Cannot read generation {generation} from {describe_url(self._link.conninfo)}: "
+                f"{self._link.scrub(str(exc))}. Nothing was changed; retry when PostgreSQL is back."
             ) from None
         if damaged and on_damage == "refuse":
             listed = ", ".join(f"thread {t!r:.60} {what}" for t, what in damaged[:10])
@@ -175,28 +160,30 @@ class RestoreMixin:
                 "or pass on_damage='skip' to restore everything else.",
                 damaged,
             )
-        with self._backup_lock:
-            hold = _Hold(self, thread_id)
+        with self._writer.exclusive():
+            hold = _Hold(
+                self._cache, self._link, self._ownership, self._membership, self._messenger, self._member, thread_id
+            )
             try:
                 members = hold.take(report)
                 new, undo = self._rewrite(generation, thread_id, damaged, report)
             finally:
                 hold.release()
             try:
-                self.store.apply_retention(self.retention)
+                self._writer.apply_retention()
             except DB_ERRORS:
                 logger.warning("retention after restore failed; it runs again with the next backup")
-        if self.memory_budget is None:
+        if self._budget is None:
             # no budget: every thread stays resident, as before the restore
             self._reload_after_restore(thread_id)
         counts = self._generation_counts(new)
         report("done", 1.0, f"restored as generation {new}")
-        self._record(
+        self._writer.record(
             BackupRun(trigger="restore", started_at=started, finished_at=datetime.now(UTC), generation=new),
             request_id,
             counts,
         )
-        restored = self.store.thread_counts(generation, thread_id)
+        restored = self._store.thread_counts(generation, thread_id)
         return RestoreResult(
             restored_from=generation,
             generation=new,
@@ -209,55 +196,56 @@ class RestoreMixin:
         )
 
     def _rewrite(
-        self: HybridSaver, generation: int, thread_id: str | None, damaged: list, report: Progress
+        self, generation: int, thread_id: str | None, damaged: list, report: Progress
     ) -> tuple[int, int | None]:
         """Back up what is pending, drop the threads from memory, rewrite server-side. Returns
         (new generation, undo generation). Writers of this process wait meanwhile."""
-        with self.lock:
+        cache = self._cache
+        with cache.lock:
             report("backing up", 0.3, "backing up what this process has not written yet (the undo point)")
-            pre = self._backup_locked("pre-restore", None, retain=False)
+            pre = self._writer.run_locked("pre-restore", None, retain=False)
             if not pre.ok:
                 raise DatabaseUnavailable(
                     f"The pre-restore backup failed ({pre.error}); nothing was restored. Retry when the "
                     "database is reachable."
                 )
-            self._mark_restored(list(self._res.entries) if thread_id is None else [thread_id])
+            cache.guard.mark(list(cache.entries) if thread_id is None else [thread_id])
             if thread_id is None:
-                self._complete = False
-                self._res.drop_all()
-                self.membership.release_all()
+                cache.complete = False
+                cache.residency.drop_all()
+                self._membership.release_all()
             else:
-                self._res.store_epoch += 1
-                self._res.evict(thread_id, give_back=False)
-            undo = self.store.latest_generation()
+                cache.residency.store_epoch += 1
+                cache.residency.evict(thread_id, give_back=False)
+            undo = self._store.latest_generation()
             report("rewriting", 0.5, f"rewriting {'every thread' if thread_id is None else 'the thread'} server-side")
             try:
-                new = self.store.restore_generation(generation, trigger="restore", thread_id=thread_id)
+                new = self._store.upkeep.restore_generation(generation, trigger="restore", thread_id=thread_id)
                 if damaged:
                     self._tombstone_damaged(damaged, generation, thread_id)
             except DB_ERRORS as exc:
                 raise DatabaseUnavailable(
-                    f"Restore of generation {generation} failed: {scrub(str(exc), self.conninfo)}. "
+                    f"Restore of generation {generation} failed: {self._link.scrub(str(exc))}. "
                     f"Nothing was restored; generation {undo} holds the state before the attempt."
                 ) from None
         return new, undo
 
-    def _reload_after_restore(self: HybridSaver, thread_id: str | None) -> None:
+    def _reload_after_restore(self, thread_id: str | None) -> None:
         try:
             if thread_id is None:
-                self._warm()
-                self._complete = not any(m.alive and m.instance_id != self.instance_id for m in self.members())
+                self._ownership.warm()
+                self._ownership.refresh_complete()
             else:
-                entry, pinned = self._res.acquire(thread_id)
+                entry, pinned = self._cache.residency.acquire(thread_id)
                 if pinned:
-                    self._res.unpin(entry)
+                    self._cache.residency.unpin(entry)
         except (*DB_ERRORS, ThreadBusy) as exc:
-            self._complete = False
-            logger.warning("threads load on demand after the restore: %s", scrub(str(exc), self.conninfo))
+            self._cache.complete = False
+            logger.warning("threads load on demand after the restore: %s", self._link.scrub(str(exc)))
 
-    def _tombstone_damaged(self: HybridSaver, damaged: list, generation: int, thread_id: str | None) -> None:
+    def _tombstone_damaged(self, damaged: list, generation: int, thread_id: str | None) -> None:
         """Leave rows that failed their checksum out of the restored state (a generation of its own)."""
-        snap = self.store.load(generation, thread_id, verify=True)
+        snap = self._store.load(generation, thread_id, verify=True)
         changes = Changes()
         for table, keys in snap.dropped.items():
             for key in keys:
@@ -268,11 +256,11 @@ class RestoreMixin:
                 else:
                     encoded = tuple(enc(k) for k in key)
                 changes.tombstones[table].append(encoded)
-        self.store.write_generation(changes, trigger="restore")
+        self._store.write_generation(changes, trigger="restore")
 
-    def _generation_counts(self: HybridSaver, generation: int) -> tuple[int | None, int | None]:
+    def _generation_counts(self, generation: int) -> tuple[int | None, int | None]:
         try:
-            gen = self.store.get_generation(generation)
+            gen = self._store.get_generation(generation)
         except (*DB_ERRORS, psycopg.Error):
             return (None, None)
         return (gen.threads, gen.checkpoints)
@@ -282,45 +270,60 @@ class _Hold:
     """What a restore holds while it rewrites: the store's restore lock (every thread) or the one
     thread's ownership, after the members holding them backed up and released them."""
 
-    def __init__(self, saver: HybridSaver, thread_id: str | None) -> None:
-        self.saver = saver
+    def __init__(
+        self,
+        cache: MemoryCache,
+        link: DatabaseLink,
+        ownership: Ownership,
+        membership: Membership,
+        messenger: Messenger,
+        member: FleetMember,
+        thread_id: str | None,
+    ) -> None:
+        self._cache = cache
+        self._link = link
+        self._ownership = ownership
+        self._membership = membership
+        self._messenger = messenger
+        self._member = member
         self.thread_id = thread_id
         self._conn: psycopg.Connection | None = None
         self._token: int | None = None
 
     def take(self, report: Progress) -> tuple[int, ...]:
-        saver = self.saver
+        link = self._link
         if self.thread_id is not None:
             report("handing over", 0.1, "asking the member that holds the thread to hand it over")
-            saver._restoring.add(self.thread_id)
-            entry = saver._res.entries.get(self.thread_id)
+            self._member.restoring.add(self.thread_id)
+            entry = self._cache.entries.get(self.thread_id)
             if entry is not None and entry.token is not None:
                 self._token = entry.token  # already ours: a new claim would fence our own pending changes
             else:
-                self._token = saver._claim([self.thread_id], wait=True, for_restore=True)[self.thread_id]
+                self._token = self._ownership.claim([self.thread_id], wait=True, for_restore=True)[self.thread_id]
             return ()
         report("handing over", 0.1, "waiting for other restores, then asking every member to hand over its threads")
         try:
-            conn = psycopg.connect(saver.conninfo, autocommit=True, connect_timeout=5)
+            conn = psycopg.connect(link.conninfo, autocommit=True, connect_timeout=5)
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
-                f"Cannot reach {describe_url(saver.conninfo)} to restore: {scrub(str(exc), saver.conninfo)}. "
+                f"Cannot reach {describe_url(link.conninfo)} to restore: {link.scrub(str(exc))}. "
                 "Nothing was changed; retry when PostgreSQL is back."
             ) from None
         self._conn = conn
         try:
             conn.execute(f"SET lock_timeout = '{RESTORE_LOCK_TIMEOUT}s'")
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"hybrid_saver.restore:{saver.store.schema}",))
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"hybrid_saver.restore:{self._membership.schema}",))
         except psycopg.errors.LockNotAvailable:
             raise ThreadBusy(
                 f"Another restore of this store has been running for over {RESTORE_LOCK_TIMEOUT} s; nothing was "
                 "changed. Wait for it to finish, then restore again."
             ) from None
-        others = [m for m in saver.members() if m.alive and m.instance_id != saver.instance_id]
+        me = self._membership.instance_id
+        others = [m for m in self._membership.members() if m.alive and m.instance_id != me]
         answers: dict[int, Any] = {}
         threads = []
         for member in others:
-            t = threading.Thread(target=_ask_release_all, args=(saver, member.instance_id, answers), daemon=True)
+            t = threading.Thread(target=self._ask_release_all, args=(member.instance_id, answers), daemon=True)
             t.start()
             threads.append(t)
         for t in threads:
@@ -337,13 +340,18 @@ class _Hold:
         report("handing over", 0.25, f"{len(others)} other member(s) backed up and released their threads")
         return tuple(m.instance_id for m in others)
 
+    def _ask_release_all(self, member: int, answers: dict[int, Any]) -> None:
+        try:
+            answers[member] = self._messenger.ask(member, "release_all", timeout=HANDOVER_TIMEOUT)
+        except (CommandTimeout, *DB_ERRORS) as exc:
+            answers[member] = exc
+
     def release(self) -> None:
-        saver = self.saver
         if self.thread_id is not None:
-            saver._restoring.discard(self.thread_id)
+            self._member.restoring.discard(self.thread_id)
             if self._token is not None:
                 try:
-                    saver.membership.release([(self.thread_id, self._token)])
+                    self._membership.release([(self.thread_id, self._token)])
                 except DB_ERRORS:
                     logger.warning("could not give back thread %r after its restore", self.thread_id)
         if self._conn is not None:
@@ -353,11 +361,4 @@ class _Hold:
                 pass
 
 
-def _ask_release_all(saver: HybridSaver, member: int, answers: dict[int, Any]) -> None:
-    try:
-        answers[member] = saver.ask(member, "release_all", timeout=HANDOVER_TIMEOUT)
-    except (CommandTimeout, *DB_ERRORS) as exc:
-        answers[member] = exc
-
-
-__all__ = ["HANDOVER_TIMEOUT", "RestoreMixin", "VerifyResult"]
+__all__ = ["HANDOVER_TIMEOUT", "Restorer", "VerifyResult"]

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from persistence.db import pool_connection
-from persistence.schema import dec, enc
+from persistence.store.schema import dec, enc
 
 logger = logging.getLogger(__name__)
 

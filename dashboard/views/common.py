@@ -14,7 +14,7 @@ from persistence.errors import HybridSaverError
 from persistence.export import to_jsonable
 
 if TYPE_CHECKING:
-    from persistence.saver import HybridSaver
+    from persistence import HybridSaver
 
 #: errors that mean "PostgreSQL cannot answer right now"
 DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, PoolTimeout, HybridSaverError)

@@ -1,5 +1,5 @@
 """The runs table: every backup run of every member (failed ones too), with empty scheduled runs
-folded into one row. Mixed into :class:`persistence.store.Store`."""
+folded into one row. A part of the :class:`~persistence.store.Store`: ``store.runs``."""
 
 from __future__ import annotations
 
@@ -14,19 +14,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
 
-    from psycopg_pool import ConnectionPool
+    from persistence.store.place import Place
 
 
 class RunLog:
-    """Writing and reading the runs table (needs the Store's ``pool``, ``schema``, ``_q`` and ``_s``)."""
-
-    pool: ConnectionPool
-    schema: str
-    _s: sql.Identifier
-
-    if TYPE_CHECKING:
-
-        def _q(self, text: str) -> sql.Composed: ...
+    """Writing and reading the runs table of the store at ``place``."""
 
     RUN_COLUMNS = (
         "trigger",
@@ -46,13 +38,18 @@ class RunLog:
         "notes",
     )
 
+    def __init__(self, place: Place) -> None:
+        self._place = place
+        self._s = place.ident
+        self._q = place.q
+
     def log_runs(self, runs: Iterable[dict[str, Any]]) -> None:
         """Insert run records (dicts with the runs table's columns)."""
         runs = list(runs)
         if not runs:
             return
         cols = self.RUN_COLUMNS
-        with pool_connection(self.pool) as conn, conn.cursor() as cur:
+        with pool_connection(self._place.pool) as conn, conn.cursor() as cur:
             cur.executemany(
                 sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v})").format(
                     s=self._s,
@@ -65,7 +62,7 @@ class RunLog:
     def log_run(self, run: dict[str, Any]) -> int:
         """Insert one run record and return its id."""
         cols = self.RUN_COLUMNS
-        with pool_connection(self.pool) as conn:
+        with pool_connection(self._place.pool) as conn:
             row = conn.execute(
                 sql.SQL("INSERT INTO {s}.runs ({c}) VALUES ({v}) RETURNING id").format(
                     s=self._s,
@@ -78,7 +75,7 @@ class RunLog:
 
     def fold_run(self, run_id: int, finished_at: datetime) -> bool:
         """Count one more run with nothing to write into the row ``run_id``; False if it is gone."""
-        with pool_connection(self.pool) as conn:
+        with pool_connection(self._place.pool) as conn:
             cur = conn.execute(
                 self._q("UPDATE {s}.runs SET folded = folded + 1, finished_at = %s WHERE id = %s"),
                 (finished_at, run_id),
@@ -95,7 +92,7 @@ class RunLog:
             params.append(instance_id)
         if not empty:
             where.append(sql.SQL("(generation IS NOT NULL OR error IS NOT NULL)"))
-        with pool_connection(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with pool_connection(self._place.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL("SELECT * FROM {s}.runs WHERE {w} ORDER BY id DESC LIMIT %s").format(
                     s=self._s, w=sql.SQL(" AND ").join(where)
@@ -106,11 +103,11 @@ class RunLog:
 
     def database_size(self) -> int:
         """Bytes used by this store's tables and indexes."""
-        with pool_connection(self.pool) as conn:
+        with pool_connection(self._place.pool) as conn:
             row = conn.execute(
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-                (self.schema,),
+                (self._place.schema,),
             ).fetchone()
         return int(row[0]) if row else 0
 

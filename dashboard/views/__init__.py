@@ -1,34 +1,40 @@
-"""Read-only views of a live :class:`~persistence.HybridSaver` for dashboards and tools.
+"""Read-only views of a live :class:`~persistence.HybridSaver` for the dashboard and tools.
 
 Every function takes a saver and returns a pandas DataFrame or plain dicts; none of them changes
 the saver. Memory is copied (values are immutable serialised tuples) and decoded outside the
 saver's lock. Nothing here imports streamlit: the pages in ``pages/`` render what these return.
 By subject: ``views.threads`` (the thread directory, one thread's history, states and diffs),
-``views.backups`` (figures, runs, members, generations, restore previews), ``views.common``.
+``views.backups`` (figures, runs, members), ``views.stats`` (samples of memory over time),
+``views.generations`` (kept generations, restore previews), ``views.common``.
+
+May import pandas and the library (``persistence``); never streamlit or the rest of ``dashboard``.
+The library never imports from here (pandas is not in its base install).
 """
 
-from persistence.views.backups import (
-    GENERATION_COLUMNS,
+from dashboard.views.backups import (
     MEMBER_COLUMNS,
-    PREVIEW_COLUMNS,
     RUN_COLUMNS,
-    StatsHistory,
     backup_figures,
-    current_thread_counts,
-    generations_frame,
     members_frame,
-    preview_summary,
-    restore_preview,
     runs_frame,
 )
-from persistence.views.common import (
+from dashboard.views.common import (
     DB_ERRORS,
     attached,
     database_answering,
     preview,
     to_jsonable,
 )
-from persistence.views.threads import (
+from dashboard.views.generations import (
+    GENERATION_COLUMNS,
+    PREVIEW_COLUMNS,
+    current_thread_counts,
+    generations_frame,
+    preview_summary,
+    restore_preview,
+)
+from dashboard.views.stats import StatsHistory
+from dashboard.views.threads import (
     MESSAGE_DIFF_COLUMNS,
     THREAD_COLUMNS,
     THREAD_SORTS,

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import zlib
 
+#: the schema a store lives in unless told otherwise
+DEFAULT_SCHEMA = "hybrid_saver"
+#: the longest text of a thread kept in its summary for search
+CONTENT_LIMIT = 16_000
+
 #: (table, key columns, payload columns, COPY types of key + payload columns)
 CHECKPOINT_COLS = ("thread_id", "checkpoint_ns", "checkpoint_id")
 CHECKPOINT_PAYLOAD = ("parent_id", "checkpoint_type", "checkpoint", "metadata_type", "metadata")
@@ -239,6 +244,8 @@ def describe_row(table: str, row: tuple) -> str:
 
 
 __all__ = [
+    "CONTENT_LIMIT",
+    "DEFAULT_SCHEMA",
     "GENERATIONAL",
     "MIGRATIONS",
     "RESTORE_COLUMNS",

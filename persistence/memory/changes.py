@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from persistence.schema import enc, enc_version
 from persistence.store import Changes
+from persistence.store.schema import enc, enc_version
 
 
 @dataclass
@@ -96,6 +96,29 @@ class ChangeLog:
                 b_rows.append((*ekey, value[0], value[1]))
         changes.touched = self.threads()
         return changes
+
+    def split(self, threads: set[str]) -> ChangeLog:
+        """Move the keys of ``threads`` out of this record into a new one."""
+        out = ChangeLog()
+        if not threads:
+            return out
+        for src, dst in ((self.checkpoints, out.checkpoints), (self.writes, out.writes), (self.blobs, out.blobs)):
+            for key in [k for k in src if k[0] in threads]:
+                dst[key] = src.pop(key)
+        out.deleted_threads = self.deleted_threads & threads
+        self.deleted_threads -= threads
+        if len(out):
+            out.since = self.since
+        return out
+
+    def count_by_thread(self, threads: Iterable[str]) -> dict[str, int]:
+        """How many changed keys of each of ``threads`` the record holds."""
+        counts = dict.fromkeys(threads, 0)
+        for table in (self.checkpoints, self.writes, self.blobs):
+            for key in table:
+                if key[0] in counts:
+                    counts[key[0]] += 1
+        return counts
 
 
 def mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:

@@ -1,20 +1,23 @@
 """Server-side work on whole generations: restore (all threads or one) as a new generation,
-verification of a generation's checksums, and retention. Mixed into :class:`persistence.store.Store`.
+verification of a generation's checksums, and retention. A part of the
+:class:`~persistence.store.Store`: ``store.upkeep``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from persistence.db import pool_connection
 from persistence.errors import ThreadNotFound
-from persistence.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
+from persistence.store.rows import copy_out, live_at, next_generation
+from persistence.store.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
 
 if TYPE_CHECKING:
-    from persistence.store import Store
+    from persistence.store.place import Place
+    from persistence.store.records import Generation
 
 #: runs (and commands) kept in their tables; retention deletes older ones
 MAX_RUNS = 20_000
@@ -22,21 +25,36 @@ MAX_RUNS = 20_000
 _KEY_WIDTH = {table: len(keys) for table, (keys, _payload, _types) in TABLES.items()}
 
 
+class KeptGenerations(Protocol):
+    """What upkeep asks of the store's generations (the :class:`~persistence.store.Store` answers)."""
+
+    def get_generation(self, generation: int) -> Generation: ...
+
+    def has_thread(self, generation: int, thread_id: str) -> bool: ...
+
+
 class GenerationUpkeep:
-    """Restore, verify and retention (needs the rest of :class:`~persistence.store.Store`)."""
+    """Restore, verify and retention of the generations of the store at ``place``; ``generations``
+    says which generations are kept and what they hold."""
+
+    def __init__(self, place: Place, generations: KeptGenerations) -> None:
+        self._place = place
+        self._s = place.ident
+        self._q = place.q
+        self._generations = generations
 
     # -- restore ------------------------------------------------------------------------------
 
     def restore_generation(
-        self: Store, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
+        self, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
     ) -> int:
         """Commit the state of ``generation`` (all threads or one) as a new generation, server-side.
 
         Rows live now but not at ``generation`` are tombstoned; rows live then but deleted since are
         copied forward. Returns the new generation.
         """
-        self.get_generation(generation)
-        if thread_id is not None and not self.has_thread(generation, thread_id):
+        self._generations.get_generation(generation)
+        if thread_id is not None and not self._generations.has_thread(generation, thread_id):
             raise ThreadNotFound(
                 f"Thread {thread_id!r:.120} is not in generation {generation}. "
                 "Pick a generation that holds it (see the Restore page or `python -m persistence generations`)."
@@ -46,9 +64,10 @@ class GenerationUpkeep:
         if thread_id is not None:
             scope = sql.SQL(" AND thread_id = %s")
             scope_params = [enc(thread_id)]
-        with pool_connection(self.pool) as conn, conn.transaction():
-            new, _threads, _checkpoints = self._next_generation(
+        with pool_connection(self._place.pool) as conn, conn.transaction():
+            new, _threads, _checkpoints = next_generation(
                 conn,
+                self._s,
                 trigger,
                 "restore",
                 restored_from=generation,
@@ -84,19 +103,17 @@ class GenerationUpkeep:
             )
         return new
 
-    def verify_generation(
-        self: Store, generation: int, thread_id: str | None = None
-    ) -> tuple[int, list[tuple[str, str]]]:
+    def verify_generation(self, generation: int, thread_id: str | None = None) -> tuple[int, list[tuple[str, str]]]:
         """Check every row of ``generation`` against its checksum (nothing is kept in memory).
 
         PostgreSQL 18 and newer compute the checksums server-side (``crc32()``); older servers
         stream the rows here. Returns (rows checked, damaged rows as (thread id, what)).
         """
-        self.get_generation(generation)
+        self._generations.get_generation(generation)
         checked = 0
         damaged: list[tuple[str, str]] = []
         ids = [thread_id] if thread_id is not None else None
-        with pool_connection(self.pool) as conn:
+        with pool_connection(self._place.pool) as conn:
             server_side = conn.info.server_version >= 180000
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             try:
@@ -107,7 +124,7 @@ class GenerationUpkeep:
                             checked += n
                             damaged += bad
                             continue
-                        for row in self._copy_out(cur, table, generation, ids, True):
+                        for row in copy_out(cur, self._s, table, generation, ids, True):
                             checked += 1
                             stored = row[-1]
                             if stored is not None and stored != row_crc(row[width:-1]):
@@ -117,7 +134,7 @@ class GenerationUpkeep:
         return checked, damaged
 
     def _verify_server_side(
-        self: Store, cur: psycopg.Cursor, table: str, generation: int, thread_ids: list[str] | None
+        self, cur: psycopg.Cursor, table: str, generation: int, thread_ids: list[str] | None
     ) -> tuple[int, list[tuple[str, str]]]:
         keys, payload, types = TABLES[table]
         parts = []
@@ -132,7 +149,7 @@ class GenerationUpkeep:
                 ).format(v=value)
             )
         bad = sql.SQL("crc IS NOT NULL AND crc <> crc32({})").format(sql.SQL(" || ").join(parts))
-        where, params = self._live_at(generation)
+        where, params = live_at(generation)
         if thread_ids is not None:
             where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
             params = [*params, [enc(t) for t in thread_ids]]
@@ -156,15 +173,15 @@ class GenerationUpkeep:
 
     # -- retention ----------------------------------------------------------------------------
 
-    def apply_retention(self: Store, keep: int) -> int:
+    def apply_retention(self, keep: int) -> int:
         """Keep the newest ``keep`` generations; delete rows no kept generation needs. One member of
         a fleet at a time (the others skip it). Returns the number of generations dropped.
         """
         if keep < 1:
             raise ValueError(f"retention must keep at least 1 generation, got {keep}")
-        with pool_connection(self.pool) as conn, conn.transaction():
+        with pool_connection(self._place.pool) as conn, conn.transaction():
             got = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self.schema,)
+                "SELECT pg_try_advisory_xact_lock(hashtext('hybrid_saver.retention:' || %s))", (self._place.schema,)
             ).fetchone()
             if not got or not got[0]:
                 return 0
@@ -190,3 +207,6 @@ class GenerationUpkeep:
                         (oldest,),
                     )
         return dropped
+
+
+__all__ = ["MAX_RUNS", "GenerationUpkeep", "KeptGenerations"]

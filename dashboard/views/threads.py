@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dashboard.views.common import database_answering, preview
 from persistence import export
 from persistence.errors import HybridSaverError
 from persistence.export import to_jsonable
-from persistence.summary import describe
-from persistence.views.common import database_answering, preview
+from persistence.store.summary import describe
 
 if TYPE_CHECKING:
-    from persistence.saver import HybridSaver
+    from persistence import HybridSaver
 
 THREAD_COLUMNS = ["thread_id", "title", "checkpoints", "updated", "bytes", "status", "where", "owner", "snippet"]
 THREAD_SORTS = {
@@ -52,7 +52,7 @@ def thread_page(
         raise HybridSaverError("PostgreSQL is not answering")
     offset = (max(1, page) - 1) * page_size
     # threads this member claimed by reading them but that hold nothing are not listed
-    rows, total = saver.store.thread_page(
+    rows, total = saver.store.directory.thread_page(
         query=query,
         sort=sort,
         descending=descending,
@@ -147,7 +147,7 @@ def thread_titles(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, st
         return {}
     out: dict[str, str] = {}
     for i in range(0, len(ids), 5000):
-        rows, _ = saver.store.thread_page(thread_ids=ids[i : i + 5000], limit=5000)
+        rows, _ = saver.store.directory.thread_page(thread_ids=ids[i : i + 5000], limit=5000)
         out.update({r["thread_id"]: r["title"] for r in rows if r.get("title")})
     return out
 

@@ -3,7 +3,7 @@ pausable) and the member's heartbeat. It calls plain callables and knows nothing
 
 APScheduler logs two INFO lines per run and a WARNING whenever a run is skipped because the
 previous one is still going (which is how coalescing works here). Those lines go to the logger
-``persistence.scheduler.apscheduler``, quiet below ERROR by default, so a host app's log stays
+``persistence.ops.scheduler.apscheduler``, quiet below ERROR by default, so a host app's log stays
 readable; the saver logs one line per failed run itself.
 """
 
@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 logger = logging.getLogger(__name__)
 #: where APScheduler's own per-run lines go; raise its level to see them
-apscheduler_logger = logging.getLogger("persistence.scheduler.apscheduler")
+apscheduler_logger = logging.getLogger("persistence.ops.scheduler.apscheduler")
 apscheduler_logger.setLevel(logging.ERROR)
 
 JOB_ID = "hybrid-saver-backup"

@@ -1,6 +1,6 @@
 """The store's thread directory: every thread with a live summary (as of its last backup) or an
 owner (claimed by a member, perhaps not backed up yet), searched, sorted, counted and paged by
-PostgreSQL. Mixed into :class:`persistence.store.Store`."""
+PostgreSQL. A part of the :class:`~persistence.store.Store`: ``store.directory``."""
 
 from __future__ import annotations
 
@@ -10,26 +10,24 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from persistence.db import pool_connection
-from persistence.schema import dec, enc
+from persistence.store.schema import dec, enc
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from psycopg_pool import ConnectionPool
+    from persistence.store.place import Place
 
 
 class ThreadDirectory:
-    """Queries over the summaries and owners tables (needs the Store's ``pool``, ``_q`` and ``_s``)."""
-
-    pool: ConnectionPool
-    _s: sql.Identifier
-
-    if TYPE_CHECKING:
-
-        def _q(self, text: str) -> sql.Composed: ...
+    """Queries over the summaries and owners tables of the store at ``place``."""
 
     #: columns :meth:`thread_page` sorts by
     SORTS = ("updated_at", "checkpoints", "bytes", "title", "thread_id")
+
+    def __init__(self, place: Place) -> None:
+        self._place = place
+        self._s = place.ident
+        self._q = place.q
 
     def thread_page(
         self,
@@ -88,7 +86,7 @@ class ThreadDirectory:
                 "substr(s.content, greatest(strpos(lower(s.content), lower(%s)) - 40, 1), 120) END"
             )
             snippet_params = [text, text]
-        with pool_connection(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with pool_connection(self._place.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
             total = int(cur.fetchone()["n"])  # type: ignore[index]
             cur.execute(
@@ -109,7 +107,7 @@ class ThreadDirectory:
 
     def store_figures(self) -> dict[str, int]:
         """Threads, checkpoints and bytes of the newest state (from the summaries)."""
-        with pool_connection(self.pool) as conn:
+        with pool_connection(self._place.pool) as conn:
             row = conn.execute(
                 self._q(
                     "SELECT count(*), coalesce(sum(checkpoints), 0), coalesce(sum(bytes), 0) "

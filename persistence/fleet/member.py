@@ -1,0 +1,133 @@
+"""This process as a member of the fleet: handing threads over when asked, and the heartbeat.
+
+A handoff backs up what is pending on the threads (nothing when they are clean), evicts them and
+releases their ``owners`` rows, so the asker's claim succeeds. The backup itself belongs to the
+operations layer: the member gets it as a :class:`Backups` collaborator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import psycopg
+
+from persistence.db import DB_ERRORS
+from persistence.errors import DatabaseUnavailable
+from persistence.fleet.membership import Membership
+from persistence.fleet.ownership import Ownership
+from persistence.memory import MemoryCache
+from persistence.records import BackupRun
+from persistence.store.link import DatabaseLink
+
+logger = logging.getLogger(__name__)
+
+#: every this many heartbeats, members without their lock are reaped
+REAP_EVERY = 5
+
+
+class Backups(Protocol):
+    """What a handoff needs of the backup writer."""
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """Hold off every other backup (and restore) of this saver."""
+
+    def run_locked(self, trigger: str, request_id: str | None = None) -> BackupRun:
+        """Back up now; the caller holds :meth:`exclusive` and the cache's lock."""
+
+
+class FleetMember:
+    """Handoffs and the heartbeat of one member."""
+
+    def __init__(
+        self,
+        cache: MemoryCache,
+        ownership: Ownership,
+        membership: Membership,
+        link: DatabaseLink,
+        backups: Backups,
+        *,
+        figures: Callable[[], dict[str, Any]],
+        closed: Callable[[], bool],
+    ) -> None:
+        self._cache = cache
+        self._ownership = ownership
+        self._membership = membership
+        self._link = link
+        self._backups = backups
+        self._figures = figures
+        self._closed = closed
+        self._beats = 0
+        #: threads a restore of this member holds: not handed over until it is done
+        self.restoring: set[str] = set()
+
+    def release_threads(self, thread_ids: Sequence[str] | None = None, *, restore: bool = False) -> dict[str, Any]:
+        """Back up, evict and give back ``thread_ids`` (None: every thread), so another member can
+        take them. Threads being restored here are not given back (``busy``). With ``restore`` (a
+        restore asked for them) runs in flight on the released threads may not write on top of the
+        restored state (see :class:`~persistence.memory.guard.RestoreGuard`)."""
+        cache, membership = self._cache, self._membership
+        res = cache.residency
+        stale: dict[str, int] = {}
+        if thread_ids is not None:
+            for tid in thread_ids:
+                load = res.loading.get(tid)
+                if load is not None:
+                    load.done.wait(self._ownership.handoff_timeout)
+            # tokens first: a claim by this member after this read changes the token, so the release
+            # below cannot take back a claim it did not see
+            _missing, stale = membership.release_unheld(thread_ids)
+        with self._backups.exclusive(), cache.lock:
+            # threads with nothing pending are in PostgreSQL as they are: hand them over without a backup
+            if thread_ids is None or restore or not cache.changes.threads().isdisjoint(thread_ids):
+                run = self._backups.run_locked("release")
+                if not run.ok:
+                    raise DatabaseUnavailable(f"Could not back up before handing threads over: {run.error}")
+            if restore:
+                cache.guard.mark(list(cache.entries) if thread_ids is None else thread_ids)
+            if thread_ids is None:
+                released = len(res.drop_all())
+                cache.complete = False
+                membership.release_all()
+                return {"released": released, "busy": []}
+            busy = [t for t in thread_ids if t in self.restoring]
+            pairs: list[tuple[str, int]] = []
+            for tid in thread_ids:
+                if tid in busy:
+                    continue
+                entry = cache.entries.get(tid)
+                if entry is not None and entry.token is not None and res.is_clean(entry):
+                    res.evict(tid, give_back=False)
+                    pairs.append((tid, entry.token))
+                elif entry is None and tid not in res.loading and tid in stale:
+                    pairs.append((tid, stale[tid]))
+                elif entry is not None:
+                    busy.append(tid)
+            membership.release(pairs)
+            if pairs:
+                cache.complete = False
+        return {"released": len(pairs), "busy": busy}
+
+    def heartbeat(self) -> None:
+        """Renew this member's row (with its figures), check its liveness lock, give back evicted
+        threads, and now and then reap members that are gone."""
+        link = self._link
+        if self._closed() or not link.attached or link.failed:
+            return
+        try:
+            if not self._membership.lock_held():
+                self._ownership.revalidate()
+            self._membership.heartbeat(self._figures())
+            self._ownership.give_back()
+            self._beats += 1
+            if self._beats % REAP_EVERY == 1:
+                self._membership.reap()
+                if self._cache.complete and self._ownership.others_alive():
+                    self._cache.complete = False
+        except (*DB_ERRORS, psycopg.Error) as exc:
+            logger.debug("heartbeat failed: %s", type(exc).__name__)
+
+
+__all__ = ["REAP_EVERY", "Backups", "FleetMember"]

@@ -1,0 +1,221 @@
+"""Ownership of threads by this member: claiming them (with handoff), loading them into the cache,
+giving evicted ones back, threads made offline, and finding out which ones were lost.
+
+Single activation: a thread is resident in at most one member, the one whose ``owners`` row names
+it. To load a cold thread the member claims it; a live owner is asked to back the thread up, evict it
+and release it, and the claim waits up to ``handoff_timeout`` before raising ``ThreadBusy`` (never
+two writers). A member that lost a thread it still has in memory (it was taken for dead while
+frozen or cut off) finds out from its heartbeat or from its next backup, which the store refuses for
+that thread; it then drops the thread and its stale changes and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from persistence.db import DB_ERRORS, describe_url
+from persistence.errors import DatabaseUnavailable, ThreadBusy
+from persistence.fleet import remote
+from persistence.fleet.membership import Membership
+from persistence.fleet.messenger import Messenger
+from persistence.memory import MemoryCache
+from persistence.store import Snapshot, Store
+from persistence.store.link import DatabaseLink
+
+logger = logging.getLogger(__name__)
+
+#: threads loaded per query by the warm start
+WARM_BATCH = 500
+
+
+class Ownership:
+    """Which threads this member holds, and getting the ones it needs."""
+
+    def __init__(
+        self,
+        cache: MemoryCache,
+        store: Store,
+        membership: Membership,
+        link: DatabaseLink,
+        messenger: Messenger,
+        *,
+        handoff_timeout: float,
+        budget: int | None,
+        closed: Callable[[], bool],
+    ) -> None:
+        self._cache = cache
+        self._store = store
+        self._membership = membership
+        self._link = link
+        self._messenger = messenger
+        self.handoff_timeout = handoff_timeout
+        self._budget = budget
+        self._closed = closed
+        self._warming: threading.Thread | None = None
+
+    # -- loading: the cache's loader ----------------------------------------------------------
+
+    def load_threads(self, thread_ids: Sequence[str]) -> tuple[Snapshot, dict[str, int | None]]:
+        """Claim ``thread_ids`` (handing them over from a live owner) and read their live rows.
+
+        While PostgreSQL is unreachable a thread can only be new, and served from memory, when this
+        member knows it holds every thread of the store (no budget, no other member, all loaded);
+        otherwise the access raises ``DatabaseUnavailable``.
+        """
+        link = self._link
+        if link.attached and link.reachable():
+            try:
+                tokens = self.claim(thread_ids, wait=True)
+                return self._store.load_threads(list(tokens)), dict(tokens)
+            except DB_ERRORS as exc:
+                link.mark_failed()
+                reason = link.scrub(str(exc))
+        else:
+            reason = link.attach_error or "the last backup could not reach it"
+        if self._cache.complete:
+            # the store has no such thread: a new one, claimed once the database is back
+            return Snapshot(), dict.fromkeys(thread_ids)
+        names = ", ".join(repr(t)[:80] for t in thread_ids[:3])
+        raise DatabaseUnavailable(
+            f"Thread {names} is not in memory, and PostgreSQL ({describe_url(link.conninfo)}) cannot be reached "
+            f"to load it: {reason}. It works again as soon as the database is back; threads in memory keep "
+            "working and nothing pending is lost."
+        )
+
+    def claim(self, thread_ids: Sequence[str], *, wait: bool, for_restore: bool = False) -> dict[str, int]:
+        """Claim ``thread_ids``; with ``wait``, ask live owners to hand them over (up to
+        ``handoff_timeout``) and raise ``ThreadBusy`` for a thread still held after it."""
+        deadline = time.monotonic() + self.handoff_timeout
+        granted: dict[str, int] = {}
+        todo = list(thread_ids)
+        while True:
+            got, held = self._membership.claim(todo)
+            granted.update(got)
+            todo = [t for t in todo if t not in got]
+            if not todo or not wait:
+                return granted
+            by_owner: dict[int, list[str]] = defaultdict(list)
+            for tid in todo:
+                if tid in held:
+                    by_owner[held[tid]].append(tid)
+            for owner, threads in by_owner.items():
+                left = deadline - time.monotonic()
+                answer = None
+                if left > 0:
+                    try:
+                        answer = self._messenger.ask(
+                            owner, "release", timeout=left, thread_ids=threads, restore=for_restore
+                        )
+                    except remote.CommandTimeout:
+                        answer = None
+                if answer is None or (time.monotonic() >= deadline and answer.result.get("busy")):
+                    member = self._membership.member(owner)
+                    who = member.describe() if member else f"member {owner}"
+                    raise ThreadBusy(
+                        f"Thread {threads[0]!r:.80} is held by {who}, which did not hand it over within "
+                        f"{self.handoff_timeout:g} s: it is busy with the thread or stuck. Retry, or send requests "
+                        "for this thread to that member.",
+                        thread_id=threads[0],
+                        owner=owner,
+                    )
+                if answer.result.get("busy"):
+                    time.sleep(0.02)
+
+    def give_back(self) -> None:
+        """Release the ownership of threads evicted since the last call."""
+        cache = self._cache
+        with cache.lock:
+            pairs = cache.residency.take_released()
+        if not pairs:
+            return
+        try:
+            self._membership.release(pairs)
+        except (*DB_ERRORS, psycopg.Error):
+            with cache.lock:
+                cache.residency.released.extend(pairs)
+
+    def revalidate(self) -> None:
+        """After this member was taken for dead: drop the threads it no longer owns."""
+        owned = self._membership.owned()
+        cache = self._cache
+        with cache.lock:
+            lost = [t for t, e in cache.entries.items() if e.token is not None and owned.get(t) != e.token]
+            cache.drop(lost, "this member was cut off from PostgreSQL for a while")
+
+    # -- offline threads ---------------------------------------------------------------------
+
+    def resolve_provisional(self) -> None:
+        """Claim threads made while PostgreSQL was unreachable and add what the store holds of them
+        under what memory holds (memory wins)."""
+        cache = self._cache
+        with cache.lock:
+            todo = [t for t, e in cache.entries.items() if e.token is None]
+        if not todo:
+            return
+        granted = self.claim(todo, wait=False)
+        if not granted:
+            return
+        snap = self._store.load_threads(list(granted))
+        with cache.lock:
+            for tid, token in granted.items():
+                entry = cache.entries.get(tid)
+                if entry is not None:
+                    cache.merge_under(tid, entry, snap)
+                    entry.token = token
+
+    # -- warm start ----------------------------------------------------------------------------
+
+    def others_alive(self) -> bool:
+        """Another live member shares the store."""
+        me = self._membership.instance_id
+        return any(m.alive and m.instance_id != me for m in self._membership.members())
+
+    def refresh_complete(self) -> None:
+        """Memory holds the whole store when there is no budget and no other live member."""
+        self._cache.complete = not self.others_alive()
+
+    def warm(self) -> int:
+        """Load the most recently updated free threads until half the budget is used (all of them
+        without a budget). Returns how many threads were loaded."""
+        half = None if self._budget is None else self._budget // 2
+        res = self._cache.residency
+        loaded = 0
+        candidates = self._membership.warm_candidates(half)
+        for start in range(0, len(candidates), WARM_BATCH):
+            if self._closed() or (half is not None and res.resident_bytes >= half):
+                break
+            loaded += res.load_many(candidates[start : start + WARM_BATCH], self._grant_and_load)
+        return loaded
+
+    def _grant_and_load(self, thread_ids: Sequence[str]) -> tuple[Snapshot, dict[str, int | None]]:
+        tokens = self.claim(thread_ids, wait=False)
+        return self._store.load_threads(list(tokens)), dict(tokens)
+
+    def warm_in_background(self) -> None:
+        def run() -> None:
+            try:
+                self.warm()
+                if self._budget is None:
+                    self.refresh_complete()
+            except Exception as exc:  # noqa: BLE001 - threads load on demand anyway
+                logger.warning("warm start stopped: %s", self._link.scrub(f"{type(exc).__name__}: {exc}"))
+
+        self._warming = threading.Thread(target=run, name="hybrid-saver-warm", daemon=True)
+        self._warming.start()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait for the warm start running in the background (with a budget); True when it is done."""
+        warming = self._warming
+        if warming is not None:
+            warming.join(timeout)
+            return not warming.is_alive()
+        return True
+
+
+__all__ = ["WARM_BATCH", "Ownership"]

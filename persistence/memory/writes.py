@@ -1,0 +1,151 @@
+"""The write path: ``put`` and ``put_writes`` applied to the cache under its lock and tracked in the
+change log, with the residency's byte counts kept exact and a failed write taken back whole.
+
+``base`` is the InMemorySaver-shaped object LangGraph called (the saver, or a shallow copy of it
+with another serde, as ``with_allowlist`` makes): InMemorySaver's own code serialises and stores,
+into the cache's dicts, which ``base`` shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.memory import InMemorySaver
+
+from persistence.errors import HybridSaverError, InvalidValue
+from persistence.memory.cache import MemoryCache
+from persistence.memory.changes import mark
+from persistence.memory.residency import Resident, blob_size, checkpoint_size, write_size
+
+
+def unserialisable(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, HybridSaverError):
+        return exc
+    return InvalidValue(
+        f"{what} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); nothing was stored. "
+        "Keep state values to types LangGraph's serializer handles (str, numbers within 64 bits, lists, "
+        "dicts, messages, pydantic models, dataclasses) or pass a serde that handles yours."
+    )
+
+
+def check_size(typed: tuple[str, bytes], what: str, limit: int) -> None:
+    if len(typed[1]) > limit:
+        raise InvalidValue(
+            f"{what} serialises to {len(typed[1]):,} bytes, more than the {limit:,} "
+            "bytes a backup row can hold; store large payloads elsewhere and keep a reference in the state."
+        )
+
+
+def put_checkpoint(
+    cache: MemoryCache,
+    base: InMemorySaver,
+    entry: Resident,
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+    ns: str,
+    limit: int,
+) -> RunnableConfig:
+    """Store one checkpoint and its new channel values. Under the cache's lock."""
+    thread_id, checkpoint_id = config["configurable"]["thread_id"], checkpoint["id"]
+    if cache.guard:
+        cache.guard.check(thread_id, ns, config["configurable"].get("checkpoint_id"))
+    storage, blobs = cache.storage, cache.blobs
+    old_cp = storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
+    keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
+    old_blobs = [blobs.get(k) for k in keys]
+    try:
+        result = InMemorySaver.put(base, config, checkpoint, metadata, new_versions)
+        saved = storage[thread_id][ns][checkpoint_id]
+        check_size(saved[0], "the checkpoint", limit)
+        for key in keys:
+            check_size(blobs[key], f"channel {key[2]!r}", limit)
+    except Exception as exc:
+        # InMemorySaver may have stored part of it before failing: take it back
+        for key, old in zip(keys, old_blobs, strict=True):
+            if old is None:
+                blobs.pop(key, None)
+            else:
+                blobs[key] = old
+        cps = storage.get(thread_id, {}).get(ns, {})
+        if old_cp is None:
+            cps.pop(checkpoint_id, None)
+        else:
+            cps[checkpoint_id] = old_cp
+        raise unserialisable(exc, "the checkpoint") from exc
+    res = cache.residency
+    res.grow(entry, checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0))
+    log = cache.changes
+    mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
+    for key, old in zip(keys, old_blobs, strict=True):
+        value = blobs[key]
+        entry.blob_keys.add(key)
+        res.grow(entry, blob_size(value) - (blob_size(old) if old is not None else 0))
+        mark(log.blobs, key, old is not None, value)
+    cache.touch(entry)
+    return result
+
+
+def put_task_writes(
+    cache: MemoryCache,
+    base: InMemorySaver,
+    entry: Resident,
+    config: RunnableConfig,
+    writes: Sequence[tuple[str, Any]],
+    task_id: str,
+    task_path: str,
+    outer: tuple[str, str, str],
+    limit: int,
+) -> None:
+    """Store the writes of one task. Under the cache's lock."""
+    if cache.guard:
+        cache.guard.check(outer[0], outer[1], outer[2])
+    all_writes = cache.writes
+    before = all_writes.get(outer)
+    before_keys = dict(before) if before else {}
+
+    def undo() -> None:
+        if before is None:
+            all_writes.pop(outer, None)
+        else:
+            before.clear()
+            before.update(before_keys)
+
+    try:
+        InMemorySaver.put_writes(base, config, writes, task_id, task_path)
+    except Exception as exc:
+        undo()
+        raise unserialisable(exc, "a write") from exc
+    stored = all_writes.get(outer, {})
+    try:
+        for idx, (channel, _value) in enumerate(writes):
+            inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
+            if inner in stored and stored[inner] is not before_keys.get(inner):
+                check_size(stored[inner][2], f"the write to channel {channel!r}", limit)
+    except InvalidValue:
+        undo()
+        raise
+    log = cache.changes
+    changed = False
+    res = cache.residency
+    for idx, (channel, _value) in enumerate(writes):
+        inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
+        existed = inner in before_keys
+        if inner[1] >= 0 and existed:
+            continue  # InMemorySaver keeps the first write of a regular index
+        if inner in stored:
+            old = before_keys.get(inner)
+            res.grow(entry, write_size(stored[inner]) - (write_size(old) if old is not None else 0))
+            mark(log.writes, (*outer, *inner), existed, stored[inner])
+            changed = True
+    if outer in all_writes:
+        entry.write_keys.add(outer)
+    if changed:
+        cache.touch(entry)
+
+
+__all__ = ["check_size", "put_checkpoint", "put_task_writes", "unserialisable"]

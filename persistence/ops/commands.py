@@ -1,0 +1,75 @@
+"""What this member does when another process sends it a command (see ``persistence.fleet.remote``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from persistence.errors import HybridSaverError
+from persistence.fleet.member import FleetMember
+from persistence.ops.backup import BackupWriter
+from persistence.ops.restore import Restorer
+from persistence.ops.settings import Settings
+
+
+class CommandHandler:
+    """Runs one command: backup, schedule changes, handoffs, restores, status."""
+
+    def __init__(
+        self,
+        writer: BackupWriter,
+        restorer: Restorer,
+        settings: Settings,
+        member: FleetMember,
+        figures: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._writer = writer
+        self._restorer = restorer
+        self._settings = settings
+        self._member = member
+        self._figures = figures
+
+    def __call__(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        op = command["op"]
+        request_id = str(command["request_id"])
+        if op == "backup":
+            run = self._writer.backup(trigger="remote", request_id=request_id)
+            if not run.ok:
+                raise HybridSaverError(run.error or "backup failed")
+            return {"generation": run.generation, "rows": run.rows, "empty": run.empty}
+        if op == "set_interval":
+            self._settings.set_interval(float(command["seconds"]))
+            return self._figures()
+        if op == "pause":
+            self._settings.pause()
+            return self._figures()
+        if op == "resume":
+            self._settings.resume()
+            return self._figures()
+        if op == "release":
+            return self._member.release_threads(
+                [str(t) for t in command.get("thread_ids") or []], restore=bool(command.get("restore"))
+            )
+        if op == "release_all":
+            return self._member.release_threads(None, restore=True)
+        if op == "restore":
+            result = self._restorer.restore(
+                int(command["generation"]),
+                command.get("thread_id"),
+                on_damage=str(command.get("on_damage") or "refuse"),
+                request_id=request_id,
+            )
+            return {
+                "generation": result.generation,
+                "restored_from": result.restored_from,
+                "undo_generation": result.undo_generation,
+                "threads": result.threads,
+                "checkpoints": result.checkpoints,
+                "damaged": len(result.damaged),
+            }
+        if op == "status":
+            return self._figures()
+        raise ValueError(f"unknown command {op!r}")
+
+
+__all__ = ["CommandHandler"]

@@ -1,0 +1,100 @@
+"""What the store reads and writes, as values: a kept generation, the changes a backup writes, what
+a write did, and the raw rows of one state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from persistence.store.schema import TABLES, dec, enc
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One backup generation as stored."""
+
+    generation: int
+    taken_at: datetime
+    trigger: str
+    kind: str
+    threads: int
+    checkpoints: int
+    rows_written: int
+    bytes_written: int
+    restored_from: int | None = None
+    thread_id: str | None = None
+
+
+@dataclass
+class Changes:
+    """What one backup writes: rows to add, keys to tombstone, threads deleted as a whole, and the
+    summary of every thread it touches."""
+
+    deleted_threads: list[str] = field(default_factory=list)
+    # rows are (key..., payload...) tuples in the column order of TABLES, already encoded
+    rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    tombstones: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    #: (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content) per touched
+    #: thread that still has checkpoints; thread ids and checkpoint ids as str
+    summaries: list[tuple] = field(default_factory=list)
+    #: every thread these changes touch (filled by whoever builds them; computed when left empty)
+    touched: set[str] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return not self.deleted_threads and not any(self.rows.values()) and not any(self.tombstones.values())
+
+    def threads(self) -> set[str]:
+        """Every thread this backup touches."""
+        if not self.touched:
+            self.touched = set(self.deleted_threads)
+            for rows in (*self.rows.values(), *self.tombstones.values()):
+                self.touched.update(dec(r[0]) for r in rows)
+        return self.touched
+
+    def without(self, threads: set[str]) -> Changes:
+        """These changes minus everything of ``threads`` (fenced: no longer ours to write)."""
+        if not threads:
+            return self
+        encoded = {enc(t) for t in threads}
+        return Changes(
+            deleted_threads=[t for t in self.deleted_threads if t not in threads],
+            rows={t: [r for r in rows if r[0] not in encoded] for t, rows in self.rows.items()},
+            tombstones={t: [k for k in keys if k[0] not in encoded] for t, keys in self.tombstones.items()},
+            summaries=[s for s in self.summaries if s[0] not in threads],
+            touched=self.threads() - threads,
+        )
+
+
+@dataclass
+class Written:
+    """What :meth:`Store.write_generation` did."""
+
+    generation: int | None
+    rows: int = 0
+    bytes: int = 0
+    #: threads whose changes were refused because the writer no longer owns them
+    refused: list[str] = field(default_factory=list)
+    #: threads and checkpoints of the generation written
+    threads: int | None = None
+    checkpoints: int | None = None
+
+
+@dataclass
+class Snapshot:
+    """Raw rows of one state, ready to go into ``InMemorySaver``'s dicts."""
+
+    storage: dict[str, dict[str, dict[str, tuple]]] = field(default_factory=dict)
+    writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
+    blobs: dict[tuple, tuple[str, bytes]] = field(default_factory=dict)
+    bytes: int = 0
+    #: keys removed by a damage check, per table, and what they were (thread id, description)
+    dropped: dict[str, list[tuple]] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def checkpoints(self) -> int:
+        return sum(len(ns) for t in self.storage.values() for ns in t.values())
+
+
+__all__ = ["Changes", "Generation", "Snapshot", "Written"]

@@ -1,0 +1,169 @@
+"""Row-level helpers shared by the store's parts: which rows are live at a generation, the next
+generation number, COPY of rows in and out, the text of a summary column, and a
+:class:`~persistence.store.records.Snapshot` built from the rows of the three checkpoint tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
+
+from persistence.store.records import Snapshot
+from persistence.store.schema import TABLES, dec, dec_version, describe_row, enc, row_crc
+
+
+def live_at(generation: int | None) -> tuple[sql.Composable, list[Any]]:
+    """The WHERE condition (and its parameters) of the rows live at ``generation`` (None: now)."""
+    if generation is None:
+        return sql.SQL("deleted_gen IS NULL"), []
+    return sql.SQL("added_gen <= %s AND (deleted_gen IS NULL OR deleted_gen > %s)"), [generation, generation]
+
+
+def next_generation(
+    conn: psycopg.Connection, s: sql.Identifier, /, trigger: str, kind: str, **extra: Any
+) -> tuple[int, int, int]:
+    """Take the next generation number (the counter row stays locked until commit, so numbers
+    follow commit order across members) and insert its row; return (generation, threads and
+    checkpoints of the previous generation)."""
+    row = conn.execute(
+        sql.SQL("UPDATE {s}.counter SET generation = generation + 1 RETURNING generation").format(s=s)
+    ).fetchone()
+    gen = int(row[0]) if row else 1
+    prev = conn.execute(
+        sql.SQL("SELECT threads, checkpoints FROM {s}.generations ORDER BY generation DESC LIMIT 1").format(s=s)
+    ).fetchone()
+    cols = ["generation", "trigger", "kind", *extra]
+    conn.execute(
+        sql.SQL("INSERT INTO {s}.generations ({c}) VALUES ({v})").format(
+            s=s,
+            c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+            v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        ),
+        [gen, trigger, kind, *extra.values()],
+    )
+    return gen, int(prev[0]) if prev else 0, int(prev[1]) if prev else 0
+
+
+def copy_in(cur: psycopg.Cursor, s: sql.Identifier, table: str, rows: list[tuple], gen: int) -> int:
+    """COPY ``rows`` into ``table`` as added by ``gen``, each with its checksum; return the bytes of
+    their bytea columns."""
+    keys, payload, types = TABLES[table]
+    cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
+    nkeys = len(keys)
+    stmt = sql.SQL("COPY {s}.{t} ({c}) FROM STDIN (FORMAT BINARY)").format(s=s, t=sql.Identifier(table), c=cols)
+    # set_types("bytea") would pick psycopg.dbapi20's pure-Python Binary dumper (registered
+    # last for that oid); the C-accelerated bytes dumper formats the rows much faster
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
+    with cur.copy(stmt) as copy:
+        copy.set_types([*types, "int8", "int8"])
+        write = copy.write_row
+        for row in rows:
+            write((*row, row_crc(row[nkeys:]), gen))
+    # bytes of the bytea columns (keys and payloads), summed per column rather than per row
+    return sum(sum(map(len, filter(None, (row[i] for row in rows)))) for i, t in enumerate(types) if t == "bytea")
+
+
+def copy_out(
+    cur: psycopg.Cursor,
+    s: sql.Identifier,
+    table: str,
+    generation: int | None,
+    thread_ids: Sequence[str] | None,
+    crc: bool,
+) -> Iterator[tuple]:
+    """COPY out the rows of ``table`` live at ``generation`` (of ``thread_ids`` when given), key
+    columns then payload, then the stored checksum when ``crc``."""
+    keys, payload, types = TABLES[table]
+    if crc:
+        payload, types = (*payload, "crc"), (*types, "int8")
+    where, params = live_at(generation)
+    if thread_ids is not None:
+        where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
+        params = [*params, [enc(t) for t in thread_ids]]
+    stmt = sql.SQL("COPY (SELECT {c} FROM {s}.{t} WHERE {w}) TO STDOUT (FORMAT BINARY)").format(
+        c=sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload))),
+        s=s,
+        t=sql.Identifier(table),
+        w=where,
+    )
+    with cur.copy(stmt, params) as copy:
+        copy.set_types(list(types))
+        yield from copy.rows()
+
+
+def summary_text(value: Any, limit: int = 1000) -> str | None:
+    """Text for a summary column: no NUL (PostgreSQL text refuses it), valid UTF-8, at most ``limit``."""
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "")
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:limit]
+
+
+def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> Snapshot:
+    """Fill a Snapshot from the rows of the three tables (``rows_of(table)`` yields them)."""
+    snap = Snapshot()
+    nbytes = 0
+    names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
+
+    def name(data: bytes) -> str:
+        text = names.get(data)
+        if text is None:
+            text = names[data] = dec(data)
+        return text
+
+    damaged: list[tuple[str, str]] = []
+    dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
+
+    def bad(row: tuple, width: int) -> bool:
+        stored = row[-1]
+        return stored is not None and stored != row_crc(row[width:-1])
+
+    storage = snap.storage
+    for row in rows_of("checkpoints"):
+        tid, ns, cid, parent, ctype, cdata, mtype, mdata = row[:8]
+        if verify and bad(row, 3):
+            damaged.append((name(tid), describe_row("checkpoints", row)))
+            dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
+            continue
+        nbytes += len(cdata or b"") + len(mdata or b"")
+        storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
+            (ctype, cdata),
+            (mtype, mdata),
+            dec(parent) if parent is not None else None,
+        )
+    writes = snap.writes
+    for row in rows_of("writes"):
+        tid, ns, cid, task, idx, channel, vtype, value, path = row[:9]
+        if verify and bad(row, 5):
+            damaged.append((name(tid), describe_row("writes", row)))
+            dropped["writes"].append((name(tid), name(ns), dec(cid), dec(task), idx))
+            continue
+        nbytes += len(value or b"")
+        task_s = name(task)
+        writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
+            task_s,
+            name(channel),
+            (vtype, value),
+            name(path),
+        )
+    blobs = snap.blobs
+    for row in rows_of("blobs"):
+        tid, ns, channel, version, vtype, value = row[:6]
+        key = (name(tid), name(ns), name(channel), dec_version(version))
+        if verify and bad(row, 4):
+            damaged.append((key[0], describe_row("blobs", row)))
+            dropped["blobs"].append(key)
+            continue
+        nbytes += len(value or b"")
+        blobs[key] = (vtype, value)
+    snap.bytes = nbytes
+    snap.damaged = damaged
+    snap.dropped = dropped
+    return snap
+
+
+__all__ = ["build_snapshot", "copy_in", "copy_out", "live_at", "next_generation", "summary_text"]
