@@ -1,7 +1,8 @@
 """Settings read from the environment, with errors that name the variable, the value and the fix.
 
 Used by every entry point that configures a saver from the environment: the dashboard, the
-LangGraph Agent Server checkpointer and the examples. The library itself takes plain arguments.
+LangGraph Agent Server checkpointer and the examples. The library itself takes plain arguments,
+checked by :func:`check_saver_options`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,27 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool 
     return value
 
 
+def check_saver_options(retention: object, memory_budget: object, handoff_timeout: object, name: object) -> None:
+    """Refuse options of :class:`~persistence.HybridSaver` that cannot work, naming the value and the fix.
+
+    Raises:
+        ValueError: one of them is out of range or of the wrong type.
+    """
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 2:
+        raise ValueError(f"retention={retention!r}: keep at least 2 generations so a restore can always be undone.")
+    if memory_budget is not None and (
+        isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
+    ):
+        raise ValueError(
+            f"memory_budget={memory_budget!r}: give a number of bytes (an int, e.g. 512 * 1024**2), "
+            "or None to keep every thread in memory."
+        )
+    if isinstance(handoff_timeout, bool) or not isinstance(handoff_timeout, (int, float)) or handoff_timeout <= 0:
+        raise ValueError(f"handoff_timeout={handoff_timeout!r}: give a number of seconds greater than 0.")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name={name!r}: give a non-empty str (it keys the operator's settings), or None.")
+
+
 @dataclass(frozen=True)
 class SaverSettings:
     """What :meth:`HybridSaver.from_url` is given by an entry point configured from the environment."""
@@ -132,6 +154,7 @@ __all__ = [
     "MIN_BUDGET",
     "ConfigError",
     "SaverSettings",
+    "check_saver_options",
     "parse_bytes",
     "saver_settings",
 ]

@@ -41,6 +41,16 @@ POOL_PROBE_AFTER = 0.5
 #: seconds a server found down stays "down" for the next requests (they do not wait to probe again)
 DOWN_MEMO = 1.0
 
+#: what the saver's own sessions run with, whatever the role or the database sets: a role's
+#: ``statement_timeout`` would cut a big backup (and the final one at ``close()``), an idle timeout
+#: would end the lease and LISTEN connections. Lock waits keep the server's setting.
+SESSION_SETTINGS = {
+    "statement_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "idle_session_timeout": "0",
+}
+_SET_SESSION = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in SESSION_SETTINGS)
+
 #: the errors that mean "PostgreSQL cannot be reached now" (retry later), as opposed to a refusal
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
 
@@ -134,6 +144,25 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
+def configure_session(conn: psycopg.Connection) -> None:
+    """Give one of the saver's connections :data:`SESSION_SETTINGS` (one round trip; autocommit)."""
+    conn.execute(_SET_SESSION, tuple(SESSION_SETTINGS.values()))
+
+
+def connect_session(url: str, purpose: str, timeout: int = CONNECT_TIMEOUT) -> psycopg.Connection:
+    """A connection of the saver's own (lease, LISTEN, restore lock): autocommit, with
+    :data:`SESSION_SETTINGS`, named ``hybrid-saver <purpose>`` in ``pg_stat_activity``. The caller closes it."""
+    conn = psycopg.connect(
+        url, autocommit=True, connect_timeout=timeout, application_name=f"hybrid-saver {purpose}"[:63]
+    )
+    try:
+        configure_session(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _remembered_down(url: str) -> str | None:
     """Why the server of ``url`` was found down, if that was less than :data:`DOWN_MEMO` seconds ago."""
     down = _down.get(url)
@@ -223,6 +252,7 @@ def open_pool(
         open=False,
         timeout=timeout,
         kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
+        configure=configure_session,
         name="hybrid-saver",
     )
     if not check:
@@ -309,6 +339,9 @@ def resolve_url(data_dir: Path | str | None = None) -> str:
 
 __all__ = [
     "DB_ERRORS",
+    "SESSION_SETTINGS",
+    "configure_session",
+    "connect_session",
     "check_connection",
     "describe_url",
     "embedded_url",

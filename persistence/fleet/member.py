@@ -111,20 +111,18 @@ class FleetMember:
         return {"released": len(pairs), "busy": busy}
 
     def heartbeat(self) -> None:
-        """Renew this member's row (with its figures), check its liveness lock, give back evicted
-        threads, and now and then reap members that are gone."""
+        """Publish this member's figures, give back evicted threads, and now and then reap members whose
+        lease expired (the lease itself is renewed on a connection of its own, see ``lease.py``)."""
         link = self._link
         if self._closed() or not link.attached or link.failed:
             return
         try:
-            if not self._membership.lock_held():
-                self._ownership.revalidate()
             self._membership.heartbeat(self._figures())
             self._ownership.give_back()
             self._beats += 1
             if self._beats % REAP_EVERY == 1:
                 self._membership.reap()
-                if self._cache.complete and self._ownership.others_alive():
+                if self._ownership.others_alive() and self._cache.complete:
                     self._cache.complete = False
         except (*DB_ERRORS, psycopg.Error) as exc:
             logger.debug("heartbeat failed: %s", type(exc).__name__)

@@ -1,11 +1,13 @@
 """The fleet: every live saver on a store is a member, and each thread is owned by one member at a time.
 
-PostgreSQL is the directory, the lock manager and the storage. A member is an ``instances`` row plus
-a session advisory lock keyed by its id, held on a connection of its own: PostgreSQL drops the lock
-when the process or its connection dies, so liveness needs no clock. A member writes a thread only
-while an ``owners`` row names it with the token it got when it claimed the thread; the backup checks
-both in its own transaction (fencing). A claim takes a free thread, or one owned by a dead member,
-at once; a thread owned by a live member is handed over on request (see ``remote.py``).
+PostgreSQL is the directory, the lock manager and the storage. A member is an ``instances`` row
+whose ``lease_until`` its :class:`~persistence.fleet.lease.Lease` keeps in the future (see
+``lease.py``): a member is alive while its lease runs, however its connections fare. A member writes
+a thread only while an ``owners`` row names it with the token it got when it claimed the thread; the
+backup checks both in its own transaction (fencing). A claim takes a free thread, or one owned by a
+member whose lease has expired, at once; a thread owned by a live member is handed over on request
+(see ``remote.py``). Members of older versions (no lease) count as alive while they hold their
+session advisory lock.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from persistence.db import pool_connection
+from persistence.fleet.lease import DEFAULT_LEASE, Lease
 from persistence.store.schema import dec, enc
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ RESTORE_WAIT = 120
 
 @dataclass(frozen=True)
 class Member:
-    """A saver on the store, as its row and its lock say (figures as of its last heartbeat)."""
+    """A saver on the store, as its row and its lease say (figures as of its last heartbeat)."""
 
     instance_id: int
     name: str | None
@@ -67,7 +70,15 @@ class Member:
 class Membership:
     """This saver's membership of the store: its instance row, its liveness lock, its claims."""
 
-    def __init__(self, pool: ConnectionPool, conninfo: str, schema: str, name: str | None = None) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        conninfo: str,
+        schema: str,
+        name: str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE,
+    ) -> None:
         self.pool = pool
         self.conninfo = conninfo
         self.schema = schema
@@ -75,7 +86,7 @@ class Membership:
         self.instance_id: int | None = None
         self.key: int | None = None
         self._s = sql.Identifier(schema)
-        self._lock_conn: psycopg.Connection | None = None
+        self.lease = Lease(conninfo, schema, self.store_key, lease_seconds)
 
     def store_key(self) -> int:
         """The advisory-lock class of this store's members: a CRC-32 of the schema name, so every
@@ -88,79 +99,58 @@ class Membership:
         return sql.SQL(text).format(s=self._s, alive=self._alive_sql("o.owner"))
 
     def _alive_sql(self, column: str = "owner") -> sql.Composable:
+        """True when the member ``column`` names is alive: its lease runs (or, for a member of an older
+        version without a lease, it holds its advisory lock)."""
         return sql.SQL(
-            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.classid = {k}::oid AND l.objid = ({c})::oid "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
-        ).format(k=sql.Literal(self.store_key()), c=sql.SQL(column))
+            "EXISTS (SELECT 1 FROM {s}.instances i WHERE i.id = ({c}) AND i.stopped_at IS NULL AND "
+            "(i.lease_until > clock_timestamp() OR (i.lease_until IS NULL AND EXISTS (SELECT 1 FROM pg_locks l "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = {k}::oid "
+            "AND l.objid = ({c})::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))))"
+        ).format(s=self._s, k=sql.Literal(self.store_key()), c=sql.SQL(column))
 
     # -- joining and leaving --------------------------------------------------------------------
 
     def join(self) -> int:
-        """Take an id, hold its liveness lock and insert the instance row; return the id."""
+        """Take an id, open the lease connection, insert the instance row with a fresh lease; return the id."""
         self.store_key()
         with pool_connection(self.pool) as conn:
             row = conn.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
             ).fetchone()
             instance_id = int(row[0]) if row else 0
-        # the lock first: a member found without its lock is taken for dead
-        self._lock(instance_id)
-        with pool_connection(self.pool) as conn:
-            conn.execute(
-                self._q("INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at) VALUES (%s, %s, %s, %s, now())"),
-                (instance_id, socket.gethostname(), os.getpid(), self.name),
-            )
+        self.lease.acquire(instance_id)
+        try:
+            with pool_connection(self.pool) as conn:
+                seconds = self.lease.before_insert()
+                conn.execute(
+                    self._q(
+                        "INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at, lease_until) "
+                        "VALUES (%s, %s, %s, %s, now(), clock_timestamp() + make_interval(secs => %s))"
+                    ),
+                    (instance_id, socket.gethostname(), os.getpid(), self.name, seconds),
+                )
+        except BaseException:
+            self.lease.release()
+            raise
         self.instance_id = instance_id
+        self.lease.started()
         return instance_id
 
-    def _lock(self, instance_id: int) -> None:
-        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-        try:
-            conn.execute("SELECT pg_advisory_lock(%s::int, %s::int)", (self.key, instance_id))
-        except BaseException:
-            conn.close()
-            raise
-        self._lock_conn = conn
-
-    def lock_held(self) -> bool:
-        """Check the liveness lock's connection; when it was lost, take the lock again and return False
-        (others may have taken this member's threads in between: the caller checks what it still owns)."""
-        conn = self._lock_conn
-        if conn is not None and not conn.closed:
-            try:
-                conn.execute("SELECT 1")
-                return True
-            except psycopg.Error:
-                pass
-        self._drop_lock_conn()
-        if self.instance_id is None:
-            return True
-        self._lock(self.instance_id)
-        with pool_connection(self.pool) as conn:
-            conn.execute(self._q("UPDATE {s}.instances SET stopped_at = NULL WHERE id = %s"), (self.instance_id,))
-        logger.warning("member %s lost its liveness lock and took it again", self.instance_id)
-        return False
-
     def leave(self) -> None:
-        """Give back every thread, mark the row stopped and drop the lock."""
+        """Give back every thread, end the lease (others may take its threads at once) and stop renewing."""
         if self.instance_id is None:
             return
+        self.lease.release()
         try:
             with pool_connection(self.pool) as conn:
                 conn.execute(self._q("DELETE FROM {s}.owners WHERE owner = %s"), (self.instance_id,))
-                conn.execute(self._q("UPDATE {s}.instances SET stopped_at = now() WHERE id = %s"), (self.instance_id,))
+                conn.execute(
+                    self._q("UPDATE {s}.instances SET stopped_at = now(), lease_until = now() WHERE id = %s"),
+                    (self.instance_id,),
+                )
         except psycopg.Error as exc:
             logger.warning("member %s could not leave cleanly: %s", self.instance_id, type(exc).__name__)
-        self._drop_lock_conn()
-
-    def _drop_lock_conn(self) -> None:
-        if self._lock_conn is not None:
-            try:
-                self._lock_conn.close()
-            except psycopg.Error:
-                pass
-        self._lock_conn = None
 
     def heartbeat(self, figures: dict[str, Any]) -> None:
         with pool_connection(self.pool) as conn:
@@ -170,12 +160,13 @@ class Membership:
             )
 
     def reap(self) -> list[int]:
-        """Mark members without their lock as stopped and free their threads; return their ids."""
+        """Mark members whose lease expired as stopped and free their threads; return their ids."""
         with pool_connection(self.pool) as conn, conn.transaction():
             rows = conn.execute(
                 sql.SQL(
-                    "UPDATE {s}.instances SET stopped_at = now() WHERE stopped_at IS NULL AND NOT {a} RETURNING id"
-                ).format(s=self._s, a=self._alive_sql("id"))
+                    "UPDATE {s}.instances AS u SET stopped_at = now() WHERE u.stopped_at IS NULL AND NOT {a} "
+                    "RETURNING u.id"
+                ).format(s=self._s, a=self._alive_sql("u.id"))
             ).fetchall()
             dead = [int(r[0]) for r in rows]
             if dead:
@@ -304,13 +295,13 @@ class Membership:
 
     def members(self, *, include_stopped: bool = False) -> list[Member]:
         """Members of the store, oldest first (live ones, and stopped ones when asked)."""
-        where = sql.SQL("true") if include_stopped else sql.SQL("stopped_at IS NULL")
+        where = sql.SQL("true") if include_stopped else sql.SQL("m.stopped_at IS NULL")
         with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 sql.SQL(
-                    "SELECT id, name, host, pid, started_at, heartbeat_at, stopped_at, figures, {a} "
-                    "FROM {s}.instances WHERE {w} ORDER BY id"
-                ).format(s=self._s, a=self._alive_sql("id"), w=where)
+                    "SELECT m.id, m.name, m.host, m.pid, m.started_at, m.heartbeat_at, m.stopped_at, m.figures, {a} "
+                    "FROM {s}.instances m WHERE {w} ORDER BY m.id"
+                ).format(s=self._s, a=self._alive_sql("m.id"), w=where)
             ).fetchall()
         return [
             Member(

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: threads loaded per query by the warm start
 WARM_BATCH = 500
+#: seconds a claim waits for one answer from a thread's owner before it claims again
+ASK_EVERY = 0.5
 
 
 class Ownership:
@@ -58,6 +60,9 @@ class Ownership:
         self._budget = budget
         self._closed = closed
         self._warming: threading.Thread | None = None
+        #: another live member was seen at the last look (while alone, an outage cannot split the fleet)
+        self.others_seen = False
+        membership.lease.on_regained = self.revalidate
 
     # -- loading: the cache's loader ----------------------------------------------------------
 
@@ -109,10 +114,14 @@ class Ownership:
                 answer = None
                 if left > 0:
                     try:
+                        # short asks: an owner that died keeps its lease until it runs out, and the claim
+                        # after that succeeds without an answer
                         answer = self._messenger.ask(
-                            owner, "release", timeout=left, thread_ids=threads, restore=for_restore
+                            owner, "release", timeout=min(left, ASK_EVERY), thread_ids=threads, restore=for_restore
                         )
                     except remote.CommandTimeout:
+                        if time.monotonic() < deadline:
+                            break  # claim again
                         answer = None
                 if answer is None or (time.monotonic() >= deadline and answer.result.get("busy")):
                     member = self._membership.member(owner)
@@ -141,12 +150,38 @@ class Ownership:
                 cache.residency.released.extend(pairs)
 
     def revalidate(self) -> None:
-        """After this member was taken for dead: drop the threads it no longer owns."""
+        """After this member's lease lapsed: drop the threads it no longer owns, and make sure a run
+        that read one of them before cannot fork its history (see the cache's guard)."""
         owned = self._membership.owned()
         cache = self._cache
         with cache.lock:
             lost = [t for t, e in cache.entries.items() if e.token is not None and owned.get(t) != e.token]
-            cache.drop(lost, "this member was cut off from PostgreSQL for a while")
+            cache.drop(lost, "this member could not renew its lease for a while")
+            cache.guard.mark_moved(lost)
+
+    # -- the lease, as reads and writes see it -----------------------------------------------------
+
+    def lease_check(self) -> None:
+        """Raise ``LeaseExpired`` unless this member may serve its threads now (a clock read). Under the
+        cache's lock in writes, so no write is acknowledged after the lease is gone."""
+        lease = self._membership.lease
+        if lease.valid() or self._membership.instance_id is None or self._outage_alone():
+            return
+        lease.check()
+
+    def lease_recover(self) -> None:
+        """The lease lapsed: renew it now (dropping the threads others took meanwhile), or raise
+        ``LeaseExpired`` when PostgreSQL does not answer."""
+        lease = self._membership.lease
+        if lease.valid() or self._outage_alone():
+            return
+        if not (self._link.reachable() and lease.renew()):
+            lease.check()
+
+    def _outage_alone(self) -> bool:
+        """PostgreSQL is down and no other member was seen: nobody can take this member's threads, so it
+        keeps serving them from memory (the outage promise); with other members it may not."""
+        return self._link.failed and not self.others_seen
 
     # -- offline threads ---------------------------------------------------------------------
 
@@ -174,7 +209,8 @@ class Ownership:
     def others_alive(self) -> bool:
         """Another live member shares the store."""
         me = self._membership.instance_id
-        return any(m.alive and m.instance_id != me for m in self._membership.members())
+        self.others_seen = any(m.alive and m.instance_id != me for m in self._membership.members())
+        return self.others_seen
 
     def refresh_complete(self) -> None:
         """Memory holds the whole store when there is no budget and no other live member."""

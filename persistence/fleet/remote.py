@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from persistence.db import connect_session
 from persistence.errors import HybridSaverError
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class CommandListener:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                with connect_session(self.conninfo, f"listen m{self.instance_id}") as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening.set()
                     delay = 0.5

@@ -8,6 +8,7 @@ held) and leaves tombstones in the change log, so the next backup carries the de
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -18,19 +19,23 @@ from persistence.memory.residency import ENTRY_OVERHEAD, Resident, blob_size, ch
 
 #: the threads of the store (not in memory) that hold a checkpoint of one of these runs
 StoredRuns = Callable[[set[str]], list[str]]
+#: ``MemoryCache.write``'s shape: run a function under the lock with these threads resident
+Write = Callable[[Sequence[str], Callable[[list[Resident]], Any]], Any]
 
 
 class Edits:
     """Deletes, copies and prunes of one cache, tracked for the next backup."""
 
-    def __init__(self, cache: MemoryCache, stored_runs: StoredRuns) -> None:
+    def __init__(self, cache: MemoryCache, stored_runs: StoredRuns, write: Write | None = None) -> None:
         self._cache = cache
         self._stored_runs = stored_runs
+        #: how an edit is applied: the cache's write path, or the facade's (which checks the lease too)
+        self._apply = write or cache.write
 
     def delete_thread(self, thread_id: str) -> None:
         if not isinstance(thread_id, str):
             raise InvalidValue(f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r:.80}.")
-        self._cache.write([thread_id], lambda e: self._delete_thread(thread_id, e[0]))
+        self._apply([thread_id], lambda e: self._delete_thread(thread_id, e[0]))
 
     def _delete_thread(self, thread_id: str, entry: Resident) -> None:
         log = self._cache.changes
@@ -93,9 +98,7 @@ class Edits:
                 raise InvalidValue(f"thread ids must be str, got {type(tid).__name__} {tid!r:.80}.")
         if source_thread_id == target_thread_id:
             return
-        self._cache.write(
-            [source_thread_id, target_thread_id], lambda e: self._copy(source_thread_id, target_thread_id, *e)
-        )
+        self._apply([source_thread_id, target_thread_id], lambda e: self._copy(source_thread_id, target_thread_id, *e))
 
     def _copy(self, source: str, target: str, src_entry: Resident, dst_entry: Resident) -> None:
         src = self._cache.storage.get(source)
@@ -165,7 +168,7 @@ class Edits:
             raise ValueError(f"Unknown prune strategy {strategy!r}: use 'keep_latest', 'keep_last' or 'delete'.")
         for tid in dict.fromkeys(thread_ids):
             if isinstance(tid, str):
-                self._cache.write([tid], lambda e, tid=tid: self._prune(tid, e[0], keep, serde))
+                self._apply([tid], lambda e, tid=tid: self._prune(tid, e[0], keep, serde))
 
     def _prune(self, thread_id: str, entry: Resident, keep: int, serde: SerializerProtocol) -> None:
         doomed = [
@@ -190,7 +193,7 @@ class Edits:
         if not self._cache.complete:
             candidates |= set(self._stored_runs(wanted))
         for tid in sorted(candidates):
-            self._cache.write([tid], lambda e, tid=tid: self._delete_runs(tid, e[0], wanted, serde))
+            self._apply([tid], lambda e, tid=tid: self._delete_runs(tid, e[0], wanted, serde))
 
     def _threads_with_runs(
         self, wanted: set[str], thread_ids: Sequence[str], serde: SerializerProtocol
@@ -213,4 +216,4 @@ class Edits:
             self._delete_keys(entry, [], self._unreferenced_blobs(thread_id, entry, serde))
 
 
-__all__ = ["Edits", "StoredRuns"]
+__all__ = ["Edits", "StoredRuns", "Write"]

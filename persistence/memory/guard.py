@@ -1,8 +1,11 @@
-"""The restore guard: threads whose history a restore replaced while runs on them may be in flight.
+"""The restore guard: threads whose history changed under runs that may still be in flight.
 
 A run that began before a restore of its thread continues from a checkpoint the restore took away;
-writing its next step would put back what the restore removed. The guard refuses such a step with
-``ThreadRestored`` until a run on the restored state shows the thread is back to normal.
+writing its next step would put back what the restore removed. A run that began on a member that
+then lost the thread (its lease lapsed while it was frozen or cut off, and another member wrote the
+thread meanwhile) continues from a checkpoint that is no longer the newest; writing its next step
+would fork the history. The guard refuses such a step with ``ThreadRestored`` until a run on the
+current state shows the thread is back to normal.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ class RestoreGuard:
     def __init__(self, storage: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
         self._storage = storage
         self._restored: dict[str, float] = {}
+        #: threads that came back from another member: a step must continue from the newest checkpoint
+        self._moved: set[str] = set()
 
     def __bool__(self) -> bool:
-        return bool(self._restored)
+        return bool(self._restored) or bool(self._moved)
 
     def mark(self, thread_ids: Sequence[str]) -> None:
         """Remember that a restore rewrote ``thread_ids``."""
@@ -35,9 +40,16 @@ class RestoreGuard:
         for tid in thread_ids:
             self._restored[tid] = now
 
+    def mark_moved(self, thread_ids: Sequence[str]) -> None:
+        """Remember that another member may have written ``thread_ids`` after this member last read them."""
+        self._moved.update(thread_ids)
+
     def check(self, thread_id: str, ns: str, parent: str | None) -> None:
         """Refuse a step of a run that began before a restore of its thread: its parent checkpoint
-        is gone, and writing it would put back what the restore took away."""
+        is gone, and writing it would put back what the restore took away; and a step of a run that
+        read a thread before another member wrote it, which would fork its history."""
+        if thread_id in self._moved:
+            self._check_moved(thread_id, ns, parent)
         at = self._restored.get(thread_id)
         if at is None:
             return
@@ -52,6 +64,18 @@ class RestoreGuard:
             f"Thread {thread_id!r:.80} was restored while this run was in flight, and the checkpoint the run "
             f"continues from ({parent}) is not in the restored state; the step was not saved, so the thread "
             "stays as restored. Run the request again.",
+            thread_id=thread_id,
+        )
+
+    def _check_moved(self, thread_id: str, ns: str, parent: str | None) -> None:
+        cps = self._storage.get(thread_id, {}).get(ns, {})
+        if parent is None or not cps or parent == max(cps):
+            self._moved.discard(thread_id)  # a run on the current state: the thread is back to normal
+            return
+        raise ThreadRestored(
+            f"Thread {thread_id!r:.80} was written by another member while this member could not prove its "
+            f"lease, and this run continues from checkpoint {parent}, which is no longer the newest; the step "
+            "was not saved, so the history does not fork. Run the request again: it reads the current state.",
             thread_id=thread_id,
         )
 

@@ -31,6 +31,32 @@ def unserialisable(exc: Exception, what: str) -> Exception:
     )
 
 
+def config_key(config: RunnableConfig, name: str, default: str | None = None) -> str:
+    """``config["configurable"][name]`` as a str, or an error that says how to pass it."""
+    try:
+        value = config["configurable"][name] if default is None else config["configurable"].get(name, default)
+    except (KeyError, TypeError):
+        raise InvalidValue(
+            f"config['configurable'][{name!r}] is missing; pass it in the config, "
+            "e.g. {'configurable': {'thread_id': 'chat-1'}}."
+        ) from None
+    if not isinstance(value, str):
+        raise InvalidValue(
+            f"{name} must be a str, got {type(value).__name__} {value!r:.80}; convert it with str(...) "
+            "so it can be backed up and restored exactly."
+        )
+    return value
+
+
+def check_checkpoint(checkpoint: Checkpoint, new_versions: ChannelVersions) -> None:
+    """Refuse a checkpoint whose id or channel versions could not be backed up exactly."""
+    if not isinstance(checkpoint.get("id"), str):
+        raise InvalidValue(f"checkpoint['id'] must be a str, got {checkpoint.get('id')!r:.80}.")
+    for v in new_versions.values():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise InvalidValue(f"channel version {v!r:.80} must be a str, int or float.")
+
+
 def check_size(typed: tuple[str, bytes], what: str, limit: int) -> None:
     if len(typed[1]) > limit:
         raise InvalidValue(
@@ -148,4 +174,4 @@ def put_task_writes(
         cache.touch(entry)
 
 
-__all__ = ["check_size", "put_checkpoint", "put_task_writes", "unserialisable"]
+__all__ = ["check_checkpoint", "check_size", "config_key", "put_checkpoint", "put_task_writes", "unserialisable"]

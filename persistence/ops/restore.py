@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from persistence.db import DB_ERRORS, describe_url
+from persistence.db import DB_ERRORS, connect_session, describe_url
 from persistence.errors import CorruptBackup, DatabaseUnavailable, InvalidValue, ThreadBusy, ThreadNotFound
 from persistence.fleet.member import FleetMember
 from persistence.fleet.membership import Membership
@@ -303,7 +303,7 @@ class _Hold:
             return ()
         report("handing over", 0.1, "waiting for other restores, then asking every member to hand over its threads")
         try:
-            conn = psycopg.connect(link.conninfo, autocommit=True, connect_timeout=5)
+            conn = connect_session(link.conninfo, "restore")
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"Cannot reach {describe_url(link.conninfo)} to restore: {link.scrub(str(exc))}. "

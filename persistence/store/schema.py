@@ -185,6 +185,10 @@ MIGRATIONS: list[str] = [
         updated_at      timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # v5: liveness by lease (server time); members of older versions keep counting by their lock
+    """
+    ALTER TABLE {s}.instances ADD COLUMN lease_until timestamptz;
+    """,
 ]
 
 

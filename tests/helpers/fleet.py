@@ -96,8 +96,11 @@ class Turn:
     member: int
     started: float
     finished: float | None = None
-    #: "ok", "busy" (ThreadBusy, retried), "uncertain" (the member died during the request)
+    #: "ok", "busy" (ThreadBusy, retried), "unavailable" (503, retried), "uncertain" (the member died
+    #: during the request)
     outcome: str = "ok"
+    #: user messages in the thread's state right after the turn, as the member answered
+    seen: int | None = None
 
 
 @dataclass
@@ -174,13 +177,14 @@ class Driver:
                     self.log.append(turn)
                 return
             turn.finished = time.time()
-            if reply.status_code == 409 and time.monotonic() < deadline:
-                turn.outcome = "busy"
+            if reply.status_code in (409, 503) and time.monotonic() < deadline:
+                turn.outcome = "busy" if reply.status_code == 409 else "unavailable"
                 with self._lock:
                     self.log.append(turn)
                     self.retries += 1
                 continue
             assert reply.status_code == 200, f"{member.instance_id}: {reply.status_code} {reply.text[:500]}"
+            turn.seen = reply.json().get("seen")
             with self._lock:
                 self.log.append(turn)
             return

@@ -6,7 +6,7 @@ Run by the fleet tests and benchmarks::
 
 It prints ``ready <port> <instance_id>`` once it serves. Endpoints (JSON):
 
-* ``POST /turn {"thread": ..., "text": ...}`` -> ``{"reply": ...}``; 409 with ``{"error", "owner"}`` when
+* ``POST /turn {"thread": ..., "text": ...}`` -> ``{"reply": ..., "seen": user messages after it}``; 409 with ``{"error", "owner"}`` when
   another member holds the thread (ThreadBusy), 503 when PostgreSQL cannot be reached.
 * ``GET /texts?thread=ID`` -> the user messages of the thread (loading it here).
 * ``POST /backup`` -> the run; ``POST /restore {"generation", "thread"}`` -> the result.
@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--interval", default="0.5", help="backup interval in seconds, or 'none'")
     parser.add_argument("--budget", type=int, default=None)
     parser.add_argument("--handoff", type=float, default=2.0)
+    parser.add_argument("--lease", type=float, default=None, help="lease seconds (default: the saver's)")
     parser.add_argument("--log", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(
@@ -50,8 +51,9 @@ def main() -> int:
     from persistence import DatabaseUnavailable, HybridSaver, ThreadBusy, ThreadRestored
 
     interval = None if args.interval == "none" else float(args.interval)
+    extra = {} if args.lease is None else {"lease_seconds": args.lease}
     saver = HybridSaver.from_url(
-        args.url, backup_interval=interval, memory_budget=args.budget, handoff_timeout=args.handoff
+        args.url, backup_interval=interval, memory_budget=args.budget, handoff_timeout=args.handoff, **extra
     )
     graph = build_graph(saver, OfflineResponder())
     done = threading.Event()
@@ -89,7 +91,15 @@ def main() -> int:
             path = urlparse(self.path).path
             body = self._body()
             if path == "/turn":
-                self._guard(lambda: {"reply": chat_turn(graph, body["thread"], body["text"])})
+
+                def turn() -> dict:
+                    reply = chat_turn(graph, body["thread"], body["text"])
+                    # how many user messages the state this turn built on holds (stale history: fewer)
+                    values = graph.get_state(thread_config(body["thread"])).values
+                    seen = sum(isinstance(m, HumanMessage) for m in values.get("messages", []))
+                    return {"reply": reply, "seen": seen}
+
+                self._guard(turn)
             elif path == "/backup":
                 self._guard(lambda: _run(saver.backup(trigger="manual")))
             elif path == "/restore":

@@ -1,0 +1,256 @@
+"""This member's lease: how long the store counts it alive, renewed on a connection of its own.
+
+Liveness is a lease, not a connection. A member is alive while its ``instances.lease_until`` (set by
+the server's clock) is in the future; another member takes its threads only once the lease has
+surely expired. The member itself acknowledges a write only while its own deadline has not passed:
+``t0 + lease - margin`` on its monotonic clock, where ``t0`` was read *before* the renewal was sent,
+so the member always stops before the server's view of its lease ends (Kleppmann, "How to do
+distributed locking"; fencing tokens stay as the second line). A connection cut while the process
+lives (``pg_terminate_backend``, an idle timeout, a proxy restart) costs nothing: the renewal thread
+sees the socket close, reconnects and renews within the same lease. A ``kill -9`` costs at most one
+lease of takeover time; a clean stop hands over at once.
+
+The connection also holds the member's session advisory lock, which older members of the same store
+read as its liveness.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from persistence.db import connect_session, scrub
+from persistence.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: seconds a member's lease runs from its last renewal (``lease_seconds`` of the saver)
+DEFAULT_LEASE = 4.0
+#: renewals per lease: a member stops serving only after this many renewals in a row failed
+RENEWALS_PER_LEASE = 4
+
+
+class LeaseExpired(DatabaseUnavailable):
+    """This member cannot prove its lease, so it may not acknowledge writes (retry: it may recover)."""
+
+
+class Lease:
+    """The lease of one member (``instance_id`` once it joined), renewed in a daemon thread."""
+
+    def __init__(self, conninfo: str, schema: str, lock_key: Callable[[], int], seconds: float = DEFAULT_LEASE) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.5 <= seconds <= 3600:
+            raise ValueError(f"lease_seconds={seconds!r}: give a number of seconds between 0.5 and 3600.")
+        self.conninfo = conninfo
+        self.seconds = float(seconds)
+        #: the member stops this long before the server's view of its lease ends (scheduling slack)
+        self.margin = min(1.0, max(0.1, self.seconds * 0.1))
+        self._s = sql.Identifier(schema)
+        self._lock_key = lock_key
+        self.instance_id: int | None = None
+        self._deadline = 0.0
+        self._conn: psycopg.Connection | None = None
+        self._locked = False
+        #: the lease was renewed after it lapsed, and the threads others took are not dropped yet
+        self._lapsed = False
+        self._io = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: called (from the renewal thread or a writer) when a renewal succeeds after the lease lapsed,
+        #: or when the store no longer counts this member: it checks which threads it still owns
+        self.on_regained: Callable[[], None] | None = None
+        #: renewals that found the member stopped in the store (reaped) and joined it again
+        self.rejoins = 0
+        self.reconnects = 0
+
+    # -- state --------------------------------------------------------------------------------
+
+    def valid(self) -> bool:
+        """The lease is certainly still valid in the store (a clock read, no round trip)."""
+        return time.monotonic() < self._deadline
+
+    def remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`LeaseExpired` unless the lease is certainly valid (no round trip)."""
+        if self.instance_id is not None and time.monotonic() >= self._deadline:
+            raise LeaseExpired(self._expired_message())
+
+    def _expired_message(self) -> str:
+        return (
+            f"Member {self.instance_id} could not renew its lease for {self.seconds:g} s (PostgreSQL did not "
+            "answer), so another member may have taken its threads; nothing was written. Retry: the request "
+            "goes through as soon as the lease is renewed, on the thread's current state."
+        )
+
+    # -- joining and leaving --------------------------------------------------------------------
+
+    def acquire(self, instance_id: int) -> None:
+        """Open the lease connection and take the member's advisory lock (before the instance row exists)."""
+        self.instance_id = instance_id
+        with self._io:
+            self._connect()
+
+    def started(self) -> None:
+        """The instance row exists with a fresh lease (see :meth:`insert_sql`): count it, start renewing."""
+        self._deadline = self._t_insert + self.seconds - self.margin
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="hybrid-saver-lease", daemon=True)
+        self._thread.start()
+
+    def before_insert(self) -> float:
+        """Note the time before the statement that sets the first lease is sent; returns the lease."""
+        self._t_insert = time.monotonic()
+        return self.seconds
+
+    def release(self) -> None:
+        """Stop renewing and close the connection (the lease itself is ended by the caller's row update)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._deadline = 0.0
+        with self._io:
+            self._close()
+
+    # -- renewal --------------------------------------------------------------------------------
+
+    def renew(self) -> bool:
+        """Renew once (reconnecting if the connection was lost); True when the lease is valid again.
+
+        Calls :attr:`on_regained` when the lease had lapsed or the store had counted this member out.
+        """
+        if self.instance_id is None:
+            return True
+        with self._io:
+            lapsed = self._lapsed or not self.valid()
+            t0 = time.monotonic()
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._connect()
+                    self.reconnects += 1
+                elif not self._locked:
+                    self._take_lock()
+                row = self._conn.execute(  # type: ignore[union-attr]
+                    sql.SQL(
+                        "UPDATE {s}.instances SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+                        "WHERE id = %s AND stopped_at IS NULL RETURNING 1"
+                    ).format(s=self._s),
+                    (self.seconds, self.instance_id),
+                ).fetchone()
+                rejoined = row is None
+                if rejoined:
+                    # counted out (reaped) while cut off: its threads were freed; join again under the same id
+                    self._conn.execute(  # type: ignore[union-attr]
+                        sql.SQL(
+                            "UPDATE {s}.instances SET stopped_at = NULL, "
+                            "lease_until = clock_timestamp() + make_interval(secs => %s) WHERE id = %s"
+                        ).format(s=self._s),
+                        (self.seconds, self.instance_id),
+                    )
+                    self.rejoins += 1
+            except psycopg.Error as exc:
+                logger.debug("lease renewal failed: %s", scrub(f"{type(exc).__name__}: {exc}", self.conninfo))
+                self._close()
+                return False
+            deadline = t0 + self.seconds - self.margin
+            if not (lapsed or rejoined):
+                self._deadline = deadline
+                return True
+            # not valid again until the threads others took meanwhile are dropped
+            self._lapsed = True
+        if rejoined:
+            logger.error(
+                "member %s was counted out of the fleet while it could not renew its lease; it joined again, "
+                "and drops the threads other members took meanwhile",
+                self.instance_id,
+            )
+        else:
+            logger.warning(
+                "member %s renewed its lease after it had lapsed; it keeps the threads no other member took",
+                self.instance_id,
+            )
+        if self.on_regained is not None:
+            self.on_regained()
+        with self._io:
+            self._lapsed = False
+            self._deadline = max(self._deadline, deadline)
+        return True
+
+    def _loop(self) -> None:
+        every = self.seconds / RENEWALS_PER_LEASE
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = self.renew()
+            except Exception as exc:  # noqa: BLE001 - the renewal thread must go on; the next try repeats it
+                logger.warning("lease renewal of member %s failed: %s", self.instance_id, type(exc).__name__)
+                ok = False
+            wait = every if ok else min(every, 0.25)
+            # between renewals, watch the socket: a server that ends the session says so at once
+            self._watch(max(0.0, wait - (time.monotonic() - started)))
+
+    def _watch(self, timeout: float) -> None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._stop.wait(timeout)
+            return
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(conn.fileno(), selectors.EVENT_READ)
+                deadline = time.monotonic() + timeout
+                while not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    if sel.select(min(left, 0.25)):
+                        break
+        except (OSError, ValueError, psycopg.Error):
+            return
+        if self._stop.is_set():
+            return
+        # readable while idle: the server is ending the session (or sent a notice): find out now
+        with self._io:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                logger.warning(
+                    "member %s lost its lease connection; reconnecting and renewing the lease", self.instance_id
+                )
+                self._close()
+
+    def _connect(self) -> None:
+        conn = connect_session(self.conninfo, f"lease m{self.instance_id}")
+        self._conn = conn
+        self._locked = False
+        try:
+            self._take_lock()
+        except BaseException:
+            self._close()
+            raise
+
+    def _take_lock(self) -> None:
+        """The advisory lock older members read as liveness; not waited for (a cut session may still
+        hold it for a moment), taken at a later renewal then."""
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT pg_try_advisory_lock(%s::int, %s::int)", (self._lock_key(), self.instance_id)
+        ).fetchone()
+        self._locked = bool(row and row[0])
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+
+__all__ = ["DEFAULT_LEASE", "RENEWALS_PER_LEASE", "Lease", "LeaseExpired"]

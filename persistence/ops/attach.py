@@ -1,0 +1,100 @@
+"""Attaching a saver to its store: set up the schema, join the fleet, apply the operator's settings,
+load the threads, and start answering commands. Runs at start, or later for a saver that started
+offline (the backup writer attaches it as soon as PostgreSQL answers)."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from persistence.db import DB_ERRORS, _first_line, describe_url
+from persistence.errors import DatabaseUnavailable
+from persistence.fleet import remote
+from persistence.fleet.membership import Membership
+from persistence.fleet.messenger import Messenger
+from persistence.fleet.ownership import Ownership
+from persistence.memory import MemoryCache
+from persistence.ops.settings import Settings
+from persistence.store import Store
+from persistence.store.link import DatabaseLink
+
+logger = logging.getLogger(__name__)
+
+
+class Attachment:
+    """The attach procedure of one saver, and what it found (``loaded_generation``)."""
+
+    def __init__(
+        self,
+        cache: MemoryCache,
+        store: Store,
+        membership: Membership,
+        link: DatabaseLink,
+        ownership: Ownership,
+        messenger: Messenger,
+        settings: Settings,
+        *,
+        budget: int | None,
+        listen: remote.Handler | None,
+    ) -> None:
+        self._cache = cache
+        self._store = store
+        self._membership = membership
+        self._link = link
+        self._ownership = ownership
+        self._messenger = messenger
+        self._settings = settings
+        self._budget = budget
+        #: what runs the commands sent to this member (None: it answers none)
+        self._handler = listen
+        #: the newest generation of the store when this saver attached
+        self.loaded_generation: int | None = None
+
+    def attach(self) -> None:
+        """Set up the store, join the fleet, load threads; start listening for commands.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached, or the role may not use the schema.
+        """
+        link, store, ownership = self._link, self._store, self._ownership
+        try:
+            store.setup()
+            if self._membership.instance_id is None:
+                self._membership.join()
+            self._settings.load()
+            self.loaded_generation = store.latest_generation()
+            ownership.resolve_provisional()
+            if self._budget is None:
+                ownership.warm()
+                ownership.refresh_complete()
+            else:
+                self._cache.complete = False
+        except DB_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"Cannot set up the backup store on {describe_url(link.conninfo)}: "
+                f"{link.scrub(str(exc))}. Check that PostgreSQL is running and DATABASE_URL is right."
+            ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DatabaseUnavailable(
+                f"No permission to create or use schema {store.schema!r} on {describe_url(link.conninfo)}: "
+                f"{_first_line(link.scrub(str(exc)))}. Grant CREATE on the database (or USAGE and "
+                "CREATE on the schema) to this user, or pass another schema."
+            ) from None
+        link.attached = True
+        link.attach_error = None
+        link.mark_failed(False)
+        if self._budget is not None:
+            ownership.warm_in_background()
+        if self._handler is not None:
+            self._messenger.listen(store, self._handler)
+        logger.info(
+            "member %s attached to %s (generation %s, %s threads in memory)",
+            self._membership.instance_id,
+            describe_url(link.conninfo),
+            self.loaded_generation,
+            len(self._cache.entries),
+        )
+
+
+__all__ = ["Attachment"]
