@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -33,6 +34,8 @@ from persistence.ops.attach import Attachment
 from persistence.ops.backup import BackupWriter
 from persistence.ops.commands import CommandHandler
 from persistence.ops.figures import member_figures, saver_stats
+from persistence.ops.recovery import Recovery, final_backup, keep
+from persistence.ops.recovery import recovery_dir as recovery_dir_of
 from persistence.ops.restore import Progress, Restorer, VerifyResult
 from persistence.ops.scheduler import BackupScheduler, check_interval
 from persistence.ops.settings import Settings
@@ -45,6 +48,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 30.0
 DEFAULT_RETENTION = 50
 DEFAULT_HANDOFF = 5.0
+#: seconds ``close()`` retries a final backup that fails before it keeps the changes in a file
+DEFAULT_CLOSE_TIMEOUT = 10.0
 
 
 class HybridSaver(CacheCheckpointer):
@@ -75,6 +80,8 @@ class HybridSaver(CacheCheckpointer):
         name: str | None = None,
         handoff_timeout: float = DEFAULT_HANDOFF,
         lease_seconds: float = DEFAULT_LEASE,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        recovery_dir: str | Path | None = None,
         summarize: bool = True,
     ) -> None:
         if backup_interval is not None:
@@ -103,9 +110,11 @@ class HybridSaver(CacheCheckpointer):
         self.handoff_timeout = float(handoff_timeout)
         self.summarize = summarize
         self._close_lock = threading.Lock()
+        self.close_timeout = float(close_timeout)
+        self._recovery = recovery = Recovery(cache, store, recovery_dir_of(recovery_dir))
         self._writer = writer = BackupWriter(
             cache, store, link, ownership, membership, serde=self.serde, summarize=summarize, retention=retention,
-            attach=self._attach, closed=closed,
+            attach=self._attach, closed=closed, written=recovery.written,
         )  # fmt: skip
         cache.bind(ownership.load_threads, writer)
         self._member = member = FleetMember(
@@ -119,7 +128,16 @@ class HybridSaver(CacheCheckpointer):
         )
         handler = CommandHandler(writer, restorer, settings, member, self._figures) if listen else None
         self._attachment = Attachment(
-            cache, store, membership, link, ownership, messenger, settings, budget=memory_budget, listen=handler
+            cache,
+            store,
+            membership,
+            link,
+            ownership,
+            messenger,
+            settings,
+            recovery,
+            budget=memory_budget,
+            listen=handler,
         )
         if start:
             self._start(handle_signals)
@@ -195,6 +213,8 @@ class HybridSaver(CacheCheckpointer):
                     raise
                 self._link.attach_error = str(exc)
                 logger.warning("starting offline, serving from memory: %s", exc)
+        if self._attachment.recovered:
+            self._writer.backup(trigger="recovered")
         self.scheduler.start()
         lifecycle.register(self, handle_signals)
 
@@ -213,7 +233,9 @@ class HybridSaver(CacheCheckpointer):
     def close(self) -> None:
         """Take a final backup, give the threads back to the fleet, stop the jobs and close an owned pool.
 
-        Idempotent. If the final backup fails, the error is logged and the run recorded as failed.
+        Idempotent. A final backup that fails is retried for ``close_timeout`` seconds; if it still
+        fails, the pending changes are kept in a recovery file (logged at ERROR with its path) that the
+        next start on the same store writes back.
         """
         with self._close_lock:
             if self._closed.is_set():
@@ -222,9 +244,7 @@ class HybridSaver(CacheCheckpointer):
                 self.scheduler.shutdown()
             self._messenger.stop()
             try:
-                run = self.backup(trigger="close")
-                if not run.ok:
-                    logger.error("final backup failed; %s changes were not saved: %s", run.pending, run.error)
+                final_backup(self._writer, self.close_timeout, self._keep_pending)
             finally:
                 self._closed.set()
                 if self._link.attached:
@@ -232,6 +252,15 @@ class HybridSaver(CacheCheckpointer):
                 if self._link.owns_pool:
                     self.pool.close()
                 lifecycle.unregister(self)
+
+    def _keep_pending(self) -> Path | None:
+        return keep(
+            self.cache,
+            self._recovery.folder,
+            store_id=self._attachment.store_id or "",
+            schema=self.store.schema,
+            instance_id=self.instance_id,
+        )
 
     def __enter__(self) -> HybridSaver:
         return self

@@ -16,6 +16,8 @@ from persistence import HybridSaver
 
 os.environ.setdefault("HYBRID_SAVER_NO_SIGNALS", "1")
 _counter = itertools.count()
+# what a saver closed during an outage keeps goes to a folder of the test session, not the checkout
+os.environ.setdefault("HYBRID_SAVER_RECOVERY_DIR", tempfile.mkdtemp(prefix="hs-recovery-"))
 
 
 #: the servers a test can run on: the embedded one, and Debian's PostgreSQL 15 (`make test` installs it)

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WRITER = ROOT / "tests" / "helpers" / "chat_writer.py"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 INTERVAL = 0.5
+#: lease of the killed writers (seconds): what a kill -9 costs in takeover time
+LEASE = 1.0
 TRIALS = int(os.environ.get("HS_CRASH_TRIALS", "12"))
 #: a budget that holds a few of the writer's threads (each turn adds about 3 kB to a thread)
 BUDGET = 150_000
@@ -121,8 +123,8 @@ def spawn(
 
 
 def open_after_crash(url: str, timeout: float = 10.0, budget: int | None = None) -> tuple[HybridSaver, int]:
-    """Open a saver on ``url`` once the killed member's liveness lock is gone (PostgreSQL drops it
-    when it sees the connection close, which can take a moment); return it and the polls it took."""
+    """Open a saver on ``url`` once the killed member's lease has run out (it cannot renew it after
+    ``kill -9``); return it and the polls it took."""
     deadline = time.monotonic() + timeout
     attempts = 1
     with ConnectionPool(url, min_size=1, max_size=1, open=True) as pool:
@@ -259,7 +261,10 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
 
     def next_child(k: int) -> Child:
         extra = {"budget": budget} if budget else {}
-        child = spawn(db_url, tmp_path / f"trial{k}.jsonl", f"k{k}", wait_go=True, interval=INTERVAL, **extra)
+        # a short lease: the next start takes a killed member's threads once its lease has run out
+        child = spawn(
+            db_url, tmp_path / f"trial{k}.jsonl", f"k{k}", wait_go=True, interval=INTERVAL, lease=LEASE, **extra
+        )
         children.append(child)
         return child
 
@@ -297,6 +302,7 @@ def test_kill_9_loses_only_turns_after_the_newest_generation(
         "loss_window_s": _distribution(windows),
         "reopen_s": _distribution([t["reopen_s"] for t in ledger.trials]),
         "lock_retries": sum(t["lock_retries"] for t in ledger.trials),
+        "lease_s": LEASE,
         "total_s": round(time.monotonic() - started, 1),
         "per_trial": ledger.trials,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -199,9 +200,11 @@ def test_outage_keeps_serving_logs_failed_runs_and_catches_up(
     assert not manual_run.ok and "connect" in manual_run.error.lower(), manual_run
 
 
-def test_start_offline_during_an_outage_then_attach_and_merge(
+def test_start_offline_refuses_threads_it_cannot_know_then_serves_them_whole(
     server: PrivateServer, url: str, savers: list[HybridSaver]
 ) -> None:
+    """A saver started offline cannot tell a new thread from a stored one, so it serves none until the
+    database answers (issue: a turn on a thread with 114 stored turns hid its whole history)."""
     first = HybridSaver.from_url(url, backup_interval=None, listen=False)
     graph = build_graph(first, OfflineResponder())
     chat_turn(graph, "old", "my name is Ana")
@@ -214,19 +217,53 @@ def test_start_offline_during_an_outage_then_attach_and_merge(
     savers.append(saver)
     runs = Runs(saver)
     graph = build_graph(saver, OfflineResponder())
-    assert chat_turn(graph, "new", "my name is Bea") and saver.stats().pending > 0
+    for thread in ("old", "new"):
+        with pytest.raises(DatabaseUnavailable, match="cannot be reached"):
+            chat_turn(graph, thread, "my name is Bea")
+    assert saver.stats().pending == 0
     server.start()
     t_start = time.time()
     runs.wait_ok(t_start - 1, timeout=20)
-    # the stored thread came back under memory, and what was said offline reached the database
     assert chat_turn(graph, "old", "what is my name?") == "Your name is Ana."
-    assert chat_turn(graph, "new", "what is my name?") == "Your name is Bea."
+    assert (
+        chat_turn(graph, "new", "my name is Bea") and chat_turn(graph, "new", "what is my name?") == "Your name is Bea."
+    )
     saver.close()
     again = HybridSaver.from_url(url, backup_interval=None, listen=False)
     savers.append(again)
     texts = all_human_texts(again)
     assert texts["old"] == ["my name is Ana", "what is my name?"]
     assert texts["new"] == ["my name is Bea", "what is my name?"]
+
+
+def test_a_thread_made_offline_that_the_store_has_keeps_both_histories_apart(
+    server: PrivateServer, url: str, savers: list[HybridSaver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member that held the whole store serves new threads through an outage; if another process had
+    written one of those ids meanwhile, the stored history stays and the offline turns go to a fork."""
+    alone = HybridSaver.from_url(url, backup_interval=INTERVAL, listen=False)
+    savers.append(alone)
+    runs = Runs(alone)
+    time.sleep(2.5)  # past its first look at the fleet (the heartbeat's)
+    other = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    chat_turn(build_graph(other, OfflineResponder()), "same", "my name is Ana")
+    other.close()
+    assert alone.cache.complete, "the member still believes it holds the whole store"
+    server.stop()
+    graph = build_graph(alone, OfflineResponder())
+    assert chat_turn(graph, "same", "my name is Bea")  # served from memory: the outage promise
+    server.start()
+    with caplog.at_level(logging.WARNING, logger="persistence"):
+        runs.wait_ok(time.time(), timeout=20)
+    forks = [r.getMessage() for r in caplog.records if "~offline-" in r.getMessage()]
+    assert forks, [r.getMessage() for r in caplog.records]
+    alone.close()
+    again = HybridSaver.from_url(url, backup_interval=None, listen=False)
+    savers.append(again)
+    texts = all_human_texts(again)
+    assert texts["same"] == ["my name is Ana"]
+    fork = [t for t in texts if t.startswith("same~offline-")]
+    assert len(fork) == 1 and texts[fork[0]] == ["my name is Bea"], texts
 
 
 def test_restore_during_an_outage_changes_nothing(server: PrivateServer, url: str, savers: list[HybridSaver]) -> None:

@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from persistence.db import pool_connection
+from persistence.db import DB_ERRORS, pool_connection
 from persistence.fleet.lease import DEFAULT_LEASE, Lease
 from persistence.store.schema import dec, enc
 
@@ -149,7 +149,8 @@ class Membership:
                     self._q("UPDATE {s}.instances SET stopped_at = now(), lease_until = now() WHERE id = %s"),
                     (self.instance_id,),
                 )
-        except psycopg.Error as exc:
+        except (psycopg.Error, *DB_ERRORS) as exc:
+            # its lease runs out on its own: the others take its threads then
             logger.warning("member %s could not leave cleanly: %s", self.instance_id, type(exc).__name__)
 
     def heartbeat(self, figures: dict[str, Any]) -> None:

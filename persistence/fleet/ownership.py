@@ -185,24 +185,47 @@ class Ownership:
 
     # -- offline threads ---------------------------------------------------------------------
 
-    def resolve_provisional(self) -> None:
-        """Claim threads made while PostgreSQL was unreachable and add what the store holds of them
-        under what memory holds (memory wins)."""
+    def resolve_provisional(self, *, wait: bool = False) -> None:
+        """Claim threads made while PostgreSQL was unreachable (or written back from a recovery file)
+        and add what the store holds of them under what memory holds (memory wins). With ``wait``, a
+        thread still held by a member whose lease runs is waited for (up to ``handoff_timeout``)."""
         cache = self._cache
         with cache.lock:
             todo = [t for t, e in cache.entries.items() if e.token is None]
         if not todo:
             return
-        granted = self.claim(todo, wait=False)
+        try:
+            granted = self.claim(todo, wait=wait)
+        except ThreadBusy as exc:
+            logger.warning("threads kept in memory stay unclaimed for now: %s", exc)
+            granted = self.claim(todo, wait=False)
         if not granted:
             return
         snap = self._store.load_threads(list(granted))
+        given_back: list[tuple[str, int]] = []
         with cache.lock:
             for tid, token in granted.items():
                 entry = cache.entries.get(tid)
-                if entry is not None:
-                    cache.merge_under(tid, entry, snap)
-                    entry.token = token
+                if entry is None:
+                    continue
+                if snap.has_checkpoints_beyond(tid, cache.storage.get(tid, {})):
+                    # the store has a history this member never saw: keep it, and the turns made here
+                    # apart under a fork, instead of mixing two histories in one thread
+                    fork = f"{tid}~offline-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+                    cache.rename(tid, fork)
+                    given_back.append((tid, token))
+                    logger.warning(
+                        "thread %r was made here while PostgreSQL was unreachable, but the store has a history "
+                        "of it this member never saw: the store's history stays, the turns made here are in the "
+                        "new thread %r",
+                        tid,
+                        fork,
+                    )
+                    continue
+                cache.merge_under(tid, entry, snap)
+                entry.token = token
+        if given_back:
+            self._membership.release(given_back)
 
     # -- warm start ----------------------------------------------------------------------------
 
@@ -254,4 +277,4 @@ class Ownership:
         return True
 
 
-__all__ = ["WARM_BATCH", "Ownership"]
+__all__ = ["ASK_EVERY", "WARM_BATCH", "Ownership"]

@@ -54,8 +54,9 @@ class MemoryCache:
         )
         #: threads a restore rewrote under runs that may still be in flight
         self.guard = RestoreGuard(self.storage)
-        #: memory holds every thread of the store, so an unknown thread is a new one
-        self.complete = True
+        #: memory holds every thread of the store, so an unknown thread is a new one (known only once
+        #: attached: a saver that starts offline cannot tell a new thread from a stored one)
+        self.complete = False
         self._loader: Loader | None = None
         self._pressure: Pressure | None = None
 
@@ -237,6 +238,39 @@ class MemoryCache:
                 self.blobs[key] = value
                 entry.blob_keys.add(key)
                 res.grow(entry, blob_size(value))
+
+    def rename(self, tid: str, new: str) -> Resident:
+        """Move resident thread ``tid``, rows and pending changes, to the id ``new`` (every row new
+        there); ``tid`` is no longer resident. Under the lock."""
+        res, log = self.residency, self.changes
+        entry = res.entries.pop(tid)
+        namespaces = self.storage.pop(tid, {})
+        self.storage[new].update(namespaces)
+        write_keys, blob_keys = set(), set()
+        for key in entry.write_keys:
+            value = self.writes.pop(key, None)
+            if value is not None:
+                self.writes[(new, *key[1:])] = value
+                write_keys.add((new, *key[1:]))
+        for key in entry.blob_keys:
+            value = self.blobs.pop(key, None)
+            if value is not None:
+                self.blobs[(new, *key[1:])] = value
+                blob_keys.add((new, *key[1:]))
+        entry.write_keys, entry.blob_keys = write_keys, blob_keys
+        entry.token = None
+        res.entries[new] = entry
+        log.forget([tid])
+        for ns, cps in namespaces.items():
+            for cid, value in cps.items():
+                mark(log.checkpoints, (new, ns, cid), False, value)
+        for outer in write_keys:
+            for inner, value in self.writes[outer].items():
+                mark(log.writes, (*outer, *inner), False, value)
+        for key in blob_keys:
+            mark(log.blobs, key, False, self.blobs[key])
+        self.touch(entry)
+        return entry
 
     # -- figures ----------------------------------------------------------------------------------
 

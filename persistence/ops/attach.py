@@ -15,6 +15,7 @@ from persistence.fleet.membership import Membership
 from persistence.fleet.messenger import Messenger
 from persistence.fleet.ownership import Ownership
 from persistence.memory import MemoryCache
+from persistence.ops.recovery import Recovery
 from persistence.ops.settings import Settings
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
@@ -34,6 +35,7 @@ class Attachment:
         ownership: Ownership,
         messenger: Messenger,
         settings: Settings,
+        recovery: Recovery,
         *,
         budget: int | None,
         listen: remote.Handler | None,
@@ -45,11 +47,16 @@ class Attachment:
         self._ownership = ownership
         self._messenger = messenger
         self._settings = settings
+        self._recovery = recovery
         self._budget = budget
         #: what runs the commands sent to this member (None: it answers none)
         self._handler = listen
         #: the newest generation of the store when this saver attached
         self.loaded_generation: int | None = None
+        #: the store's id (see ``Store.identity``), known once attached
+        self.store_id: str | None = None
+        #: threads written back from recovery files at the last attach
+        self.recovered = 0
 
     def attach(self) -> None:
         """Set up the store, join the fleet, load threads; start listening for commands.
@@ -64,7 +71,10 @@ class Attachment:
                 self._membership.join()
             self._settings.load()
             self.loaded_generation = store.latest_generation()
-            ownership.resolve_provisional()
+            self.store_id = store.identity()
+            self.recovered = self._recovery.replay(self.store_id)
+            # a member that stopped without reaching PostgreSQL still holds its lease for a moment
+            ownership.resolve_provisional(wait=bool(self.recovered))
             if self._budget is None:
                 ownership.warm()
                 ownership.refresh_complete()

@@ -54,6 +54,7 @@ class BackupWriter:
         retention: int,
         attach: Callable[[], None],
         closed: Callable[[], bool],
+        written: Callable[[], None] | None = None,
     ) -> None:
         self._cache = cache
         self._store = store
@@ -65,6 +66,8 @@ class BackupWriter:
         self.retention = retention
         self._attach = attach
         self._closed = closed
+        #: called after every backup that reached PostgreSQL (recovery files are removed then)
+        self._written = written
         self._lock = threading.Lock()
         self._scheduler: BackupScheduler | None = None
         #: an early backup was asked of the scheduler (memory pressure)
@@ -175,6 +178,8 @@ class BackupWriter:
                     refused = tuple(written.refused)
                     cache.drop(refused, "its backup was refused", cut.count_by_thread(refused))
             self._ownership.give_back()
+            if self._written is not None:
+                self._written()
         run = BackupRun(
             trigger=trigger,
             started_at=started,

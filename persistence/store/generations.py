@@ -88,6 +88,12 @@ class Store:
                 conn.execute(self._q("INSERT INTO {s}.schema_version (v) VALUES (%s)"), (version,))
                 logger.info("applied migration %s to schema %s", version, self.schema)
 
+    def identity(self) -> str:
+        """The store's id (a UUID made when its schema was created): the same store under any URL."""
+        with pool_connection(self.pool) as conn:
+            row = conn.execute(self._q("SELECT store_id::text FROM {s}.identity LIMIT 1")).fetchone()
+        return str(row[0]) if row else ""
+
     # -- generations ------------------------------------------------------------------------
 
     def generations(self, limit: int | None = None, *, generation: int | None = None) -> list[Generation]:

@@ -185,9 +185,13 @@ MIGRATIONS: list[str] = [
         updated_at      timestamptz NOT NULL DEFAULT now()
     );
     """,
-    # v5: liveness by lease (server time); members of older versions keep counting by their lock
+    # v5: liveness by lease (server time); members of older versions keep counting by their lock;
+    # the store's identity, so what a member kept locally is given back to the same store only
     """
     ALTER TABLE {s}.instances ADD COLUMN lease_until timestamptz;
+    CREATE TABLE {s}.identity (store_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), created_at timestamptz
+        NOT NULL DEFAULT now());
+    INSERT INTO {s}.identity DEFAULT VALUES;
     """,
 ]
 

@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--backup-each-turn", action="store_true")
     parser.add_argument("--wait-go", action="store_true")
     parser.add_argument("--budget", type=int, default=None, help="memory budget in bytes")
+    parser.add_argument("--lease", type=float, default=None, help="lease seconds (default: the saver's)")
     args = parser.parse_args()
 
     from agent import build_graph, chat_turn
@@ -59,7 +60,8 @@ def main() -> int:
         os.fsync(fd)
 
     interval = None if args.interval == "none" else float(args.interval)
-    saver = HybridSaver.from_url(args.url, backup_interval=interval, memory_budget=args.budget)
+    extra = {} if args.lease is None else {"lease_seconds": args.lease}
+    saver = HybridSaver.from_url(args.url, backup_interval=interval, memory_budget=args.budget, **extra)
     saver.add_listener(lambda run: log("backup", generation=run.generation, rows=run.rows, error=run.error))
     graph = build_graph(saver, OfflineResponder())
     log("ready", pid=os.getpid(), loaded=saver.loaded_generation)
