@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from persistence.checkpointer import MAX_VALUE_BYTES, CacheCheckpointer
 from persistence.config import check_saver_options
-from persistence.db import open_pool
+from persistence.db import check_sessions, open_pool
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import Member, Membership
 from persistence.fleet.lease import DEFAULT_LEASE
@@ -175,6 +175,7 @@ class HybridSaver(CacheCheckpointer):
         kwargs.pop("start", None)
         offline_error: DatabaseUnavailable | None = None
         try:
+            check_sessions(url, needed=pool_size + 3)
             pool = open_pool(url, max_size=pool_size)
         except DatabaseUnavailable as exc:
             if not allow_offline:

@@ -155,7 +155,7 @@ def test_runs_are_logged_with_counts_and_stats(open_saver: Callable[..., HybridS
     assert saver.generations()[0].generation == run.generation  # nothing to back up: no empty generation
 
 
-def test_offline_start_serves_from_memory_and_attaches_later(
+def test_offline_start_refuses_unknown_threads_and_attaches_later(
     open_saver: Callable[..., HybridSaver], db_url: str
 ) -> None:
     seed = open_saver()
@@ -169,13 +169,16 @@ def test_offline_start_serves_from_memory_and_attaches_later(
     saver = HybridSaver.from_url(outage_url, backup_interval=None, allow_offline=True, listen=False)
     try:
         assert not saver.attached and "late_role" in saver.attach_error
-        put_checkpoint(saver, "new", {"m": "offline"})
+        # offline it cannot tell a new thread from a stored one: it serves none (never a fork)
+        with pytest.raises(DatabaseUnavailable, match="cannot be reached"):
+            put_checkpoint(saver, "new", {"m": "offline"})
         failed = saver.backup()
-        assert not failed.ok and saver.stats().pending > 0
+        assert not failed.ok and saver.stats().pending == 0
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("CREATE ROLE late_role LOGIN SUPERUSER")
         run = saver.backup()
         assert run.ok and saver.attached, run
+        put_checkpoint(saver, "new", {"m": "online"})
         assert {"old", "new"} <= set(saver.thread_ids())
         runs = saver.store.runs.runs()
         assert [r["error"] is None for r in runs[:2]] == [True, False]  # the failed run was logged later
