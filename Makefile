@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: run test bench lint format clean browser postgres15
+.PHONY: run test bench lint format clean browser postgres15 pgbouncer
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,18 @@ postgres15:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null) \
 	  || { echo "could not install PostgreSQL 15: run 'apt-get install -y postgresql-15' as root"; exit 1; }; }
 
+# Debian's PgBouncer for the pooler tests (started by the tests themselves, never as a service).
+pgbouncer:
+	@test -x /usr/sbin/pgbouncer || { \
+	  echo "installing Debian's PgBouncer for the pooler tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) \
+	  || { echo "could not install PgBouncer: run 'apt-get install -y pgbouncer' as root"; exit 1; }; }
+
 run: $(STAMP)
 	$(VENV)/bin/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP) browser postgres15
+test: $(STAMP) browser postgres15 pgbouncer
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
