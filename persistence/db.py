@@ -239,6 +239,22 @@ def check_sessions(url: str, *, needed: int) -> None:
             _with_timeout(conn.close, 1.0)
 
 
+def refuse_standby(pool: ConnectionPool) -> None:
+    """Raise when ``pool`` reaches a read-only standby: the saver writes, and a standby cannot.
+
+    Raises:
+        DatabaseUnavailable: the server is in recovery (a streaming standby).
+    """
+    with pool_connection(pool) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if row and row[0]:
+        raise DatabaseUnavailable(
+            f"{describe_url(pool.conninfo)} is a read-only standby (in recovery); the saver writes to the "
+            "primary. Point DATABASE_URL at the primary, or list every host with target_session_attrs=read-write "
+            "(postgresql://user@host1,host2/db?target_session_attrs=read-write) so a failover is followed."
+        )
+
+
 def _first_pid(conn: psycopg.Connection) -> tuple[psycopg.Connection, int]:
     row = conn.execute("SELECT pg_backend_pid()").fetchone()
     return conn, int(row[0]) if row else 0
@@ -431,6 +447,7 @@ __all__ = [
     "connect_session",
     "check_connection",
     "check_sessions",
+    "refuse_standby",
     "describe_url",
     "embedded_url",
     "mask_url",

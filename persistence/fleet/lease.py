@@ -51,6 +51,8 @@ class Lease:
         #: the member stops this long before the server's view of its lease ends (scheduling slack)
         self.margin = min(1.0, max(0.1, self.seconds * 0.1))
         self._s = sql.Identifier(schema)
+        self._instances = '"' + schema.replace('"', '""') + '".instances'
+        self._row: tuple[str, int, str | None] = ("", 0, None)
         self._lock_key = lock_key
         self.instance_id: int | None = None
         self._deadline = 0.0
@@ -91,9 +93,11 @@ class Lease:
 
     # -- joining and leaving --------------------------------------------------------------------
 
-    def acquire(self, instance_id: int) -> None:
-        """Open the lease connection and take the member's advisory lock (before the instance row exists)."""
+    def acquire(self, instance_id: int, row: tuple[str, int, str | None]) -> None:
+        """Open the lease connection and take the member's advisory lock (before the instance row exists);
+        ``row`` is (host, pid, name), to write the row again should the store lose it."""
         self.instance_id = instance_id
+        self._row = row
         with self._io:
             self._connect()
 
@@ -146,13 +150,23 @@ class Lease:
                 ).fetchone()
                 rejoined = row is None
                 if rejoined:
-                    # counted out (reaped) while cut off: its threads were freed; join again under the same id
+                    # counted out (reaped) while cut off, or the store lost the row (a failover to a lagging
+                    # standby): join again under the same id, and keep the id sequence past it
+                    host, pid, name = self._row
                     self._conn.execute(  # type: ignore[union-attr]
                         sql.SQL(
-                            "UPDATE {s}.instances SET stopped_at = NULL, "
-                            "lease_until = clock_timestamp() + make_interval(secs => %s) WHERE id = %s"
+                            "INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at, lease_until) "
+                            "VALUES (%s, %s, %s, %s, now(), clock_timestamp() + make_interval(secs => %s)) "
+                            "ON CONFLICT (id) DO UPDATE SET stopped_at = NULL, lease_until = excluded.lease_until"
                         ).format(s=self._s),
-                        (self.seconds, self.instance_id),
+                        (self.instance_id, host, pid, name, self.seconds),
+                    )
+                    self._conn.execute(  # type: ignore[union-attr]
+                        sql.SQL(
+                            "SELECT setval(q::regclass, greatest((SELECT max(id) FROM {s}.instances), "
+                            "coalesce(pg_sequence_last_value(q::regclass), 0))) FROM pg_get_serial_sequence(%s, 'id') q"
+                        ).format(s=self._s),
+                        (self._instances,),
                     )
                     self.rejoins += 1
             except psycopg.Error as exc:

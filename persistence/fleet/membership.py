@@ -119,7 +119,7 @@ class Membership:
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
             ).fetchone()
             instance_id = int(row[0]) if row else 0
-        self.lease.acquire(instance_id)
+        self.lease.acquire(instance_id, (socket.gethostname(), os.getpid(), self.name))
         try:
             with pool_connection(self.pool) as conn:
                 seconds = self.lease.before_insert()
@@ -243,6 +243,15 @@ class Membership:
             ).fetchall()
         tokens = {dec(r[0]): int(r[1]) for r in rows}
         return [t for t in thread_ids if t not in tokens], tokens
+
+    def owners_of(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """Who owns ``thread_ids`` now (threads without an owner are left out)."""
+        with pool_connection(self.pool) as conn:
+            rows = conn.execute(
+                self._q("SELECT thread_id, owner FROM {s}.owners WHERE thread_id = ANY(%s)"),
+                ([enc(t) for t in thread_ids],),
+            ).fetchall()
+        return {dec(r[0]): int(r[1]) for r in rows}
 
     def owned(self) -> dict[str, int]:
         """Every thread this member owns, with its token."""

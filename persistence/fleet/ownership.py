@@ -150,14 +150,58 @@ class Ownership:
                 cache.residency.released.extend(pairs)
 
     def revalidate(self) -> None:
-        """After this member's lease lapsed: drop the threads it no longer owns, and make sure a run
-        that read one of them before cannot fork its history (see the cache's guard)."""
-        owned = self._membership.owned()
-        cache = self._cache
+        """After this member's lease lapsed: drop the threads another member took, and make sure a run
+        that read one of them before cannot fork its history (see the cache's guard). A thread whose
+        ownership row is simply gone (reaped while this member was cut off, or lost with the database
+        in a failover) and that nobody wrote since is claimed again and kept: memory holds its truth."""
+        membership, cache = self._membership, self._cache
+        owned = membership.owned()
         with cache.lock:
             lost = [t for t, e in cache.entries.items() if e.token is not None and owned.get(t) != e.token]
-            cache.drop(lost, "this member could not renew its lease for a while")
-            cache.guard.mark_moved(lost)
+        if not lost:
+            return
+        holders = membership.owners_of(lost)
+        me = membership.instance_id
+        free = [t for t in lost if holders.get(t) in (None, me)]
+        granted, _held = membership.claim(free) if free else ({}, {})
+        snap = self._store.load_threads(list(granted)) if granted else Snapshot()
+        given_back: list[tuple[str, int]] = []
+        with cache.lock:
+            drop = [t for t in lost if t not in granted]
+            for tid, token in granted.items():
+                entry = cache.entries.get(tid)
+                if entry is None:
+                    given_back.append((tid, token))
+                elif snap.has_checkpoints_beyond(tid, cache.storage.get(tid, {})):
+                    drop.append(tid)
+                    given_back.append((tid, token))
+                else:
+                    entry.token = token
+            cache.drop(drop, "this member could not renew its lease for a while")
+            cache.guard.mark_moved(drop)
+        if given_back:
+            membership.release(given_back)
+        if granted:
+            logger.warning(
+                "member %s claimed %s thread(s) again after its lease lapsed: nobody wrote them meanwhile",
+                me,
+                len(granted) - len(given_back),
+            )
+
+    def reclaim_all(self) -> list[str]:
+        """The store lost this member's recent generations: claim every resident thread again (the
+        ownership rows went with them) and have the next backup write each one whole. Returns them."""
+        cache = self._cache
+        with cache.lock:
+            resident = list(cache.entries)
+        granted = self.claim(resident, wait=False) if resident else {}
+        with cache.lock:
+            for tid, token in granted.items():
+                entry = cache.entries.get(tid)
+                if entry is not None:
+                    entry.token = token
+                    cache.mark_all_changed(tid)
+        return list(granted)
 
     # -- the lease, as reads and writes see it -----------------------------------------------------
 

@@ -272,6 +272,21 @@ class MemoryCache:
         self.touch(entry)
         return entry
 
+    def mark_all_changed(self, tid: str) -> None:
+        """Every row of resident ``tid`` goes into the next backup (replacing whatever the store has). Under the lock."""
+        entry = self.entries[tid]
+        log = self.changes
+        for ns, cps in self.storage.get(tid, {}).items():
+            for cid, value in cps.items():
+                mark(log.checkpoints, (tid, ns, cid), True, value)
+        for outer in entry.write_keys:
+            for inner, value in self.writes.get(outer, {}).items():
+                mark(log.writes, (*outer, *inner), True, value)
+        for key in entry.blob_keys:
+            if key in self.blobs:
+                mark(log.blobs, key, True, self.blobs[key])
+        self.touch(entry)
+
     # -- figures ----------------------------------------------------------------------------------
 
     def thread_ids(self) -> list[str]:

@@ -8,7 +8,7 @@ import logging
 
 import psycopg
 
-from persistence.db import DB_ERRORS, _first_line, describe_url
+from persistence.db import DB_ERRORS, _first_line, describe_url, refuse_standby
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import remote
 from persistence.fleet.membership import Membership
@@ -66,6 +66,7 @@ class Attachment:
         """
         link, store, ownership = self._link, self._store, self._ownership
         try:
+            refuse_standby(link.pool)
             store.setup()
             if self._membership.instance_id is None:
                 self._membership.join()

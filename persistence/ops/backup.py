@@ -80,6 +80,8 @@ class BackupWriter:
         self._fold_row: int | None = None
         self._retain_after = 0.0
         self._written_since_retention = 0
+        #: the newest generation this member committed (a store found behind it lost generations)
+        self._committed: int | None = None
 
     def use_scheduler(self, scheduler: BackupScheduler) -> None:
         """The scheduler that runs :meth:`scheduled` (and early runs, under memory pressure)."""
@@ -123,6 +125,7 @@ class BackupWriter:
         failure = link.ready(self._attach)
         if failure is None:
             try:
+                self._heal_lost_generations()
                 self._ownership.resolve_provisional()
             except DB_ERRORS as exc:
                 link.mark_failed()
@@ -198,6 +201,27 @@ class BackupWriter:
         self.record(run, request_id, counts)
         return run
 
+    def _heal_lost_generations(self) -> None:
+        """The store went back in time (a failover to a standby that lagged, a database restored from an
+        older backup): generations this member committed are gone. Never reuse their numbers, keep every
+        thread memory holds, and write each one whole in this backup: memory holds the truth the database lost."""
+        committed = self._committed
+        if committed is None:
+            return
+        behind = self._store.upkeep.counter_behind(committed)
+        if behind is None:
+            return
+        self._store.upkeep.raise_counter(committed)
+        threads = self._ownership.reclaim_all()
+        logger.error(
+            "the store has lost generations %s to %s that this member committed (a failover to a standby that "
+            "lagged, or a restore of the database?); writing back the %s thread(s) it holds in memory as a new "
+            "generation, numbered after them",
+            behind + 1,
+            committed,
+            len(threads),
+        )
+
     def _retain_some(self) -> None:
         """Apply retention every tenth of it, or every few seconds: not a pass per backup."""
         self._written_since_retention += 1
@@ -216,6 +240,8 @@ class BackupWriter:
         self.last_run = run
         if run.ok:
             self.last_success = run
+        if run.generation is not None:
+            self._committed = max(self._committed or 0, run.generation)
         self.history.append(run)
         notes = f"refused {len(run.refused)} thread(s) this member no longer owns" if run.refused else None
         row = {

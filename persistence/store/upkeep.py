@@ -43,6 +43,22 @@ class GenerationUpkeep:
         self._q = place.q
         self._generations = generations
 
+    # -- a store that went back in time --------------------------------------------------------
+
+    def counter_behind(self, committed: int) -> int | None:
+        """The store's generation counter when it is below ``committed`` (a generation this member
+        committed): the database lost generations (a failover to a lagging standby, a restore of the
+        database from an older backup). None when it is not behind."""
+        with pool_connection(self._place.pool) as conn:
+            row = conn.execute(self._q("SELECT generation FROM {s}.counter")).fetchone()
+        current = int(row[0]) if row else 0
+        return current if current < committed else None
+
+    def raise_counter(self, at_least: int) -> None:
+        """Move the generation counter past ``at_least``, so no number is used twice for other content."""
+        with pool_connection(self._place.pool) as conn:
+            conn.execute(self._q("UPDATE {s}.counter SET generation = greatest(generation, %s)"), (at_least,))
+
     # -- restore ------------------------------------------------------------------------------
 
     def restore_generation(

@@ -55,7 +55,9 @@ class PgBouncer:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"pgbouncer exited: {self.proc.stderr.read() if self.proc.stderr else ''}") from None
+                    raise RuntimeError(
+                        f"pgbouncer exited: {self.proc.stderr.read() if self.proc.stderr else ''}"
+                    ) from None
                 time.sleep(0.05)
         raise RuntimeError("pgbouncer did not listen within 10 s")
 
