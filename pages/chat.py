@@ -83,12 +83,15 @@ def _status(thread_id: str) -> None:
 # -- the thread ----------------------------------------------------------------------------------
 thread_id = st.session_state.chat_thread
 state = None
-with ui.reporting("Reading the thread", runtime):
+with ui.reporting("Reading the thread", runtime) as read:
     state = runtime.graph.get_state(thread_config(thread_id))
+    exists = threads.thread_exists(runtime, thread_id)
+if read.failed:
+    # e.g. PostgreSQL is unreachable and this thread is not in memory: nothing to show or write to
+    st.stop()
 values = state.values if state is not None else {}
 messages = values.get("messages", [])
 title = values.get("title") or ""
-exists = threads.thread_exists(runtime, thread_id)
 
 head, actions = st.columns([4, 2], vertical_alignment="center")
 with head:

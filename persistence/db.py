@@ -228,12 +228,11 @@ def check_sessions(url: str, *, needed: int) -> None:
                     "their own. Use the direct connection string (Supabase: port 5432, 'Direct connection'; Neon: "
                     "the host without '-pooler') or a pooler in session mode (PgBouncer pool_mode=session)."
                 )
-        for _ in range(max(0, needed - len(opened))):
-            done, got = _with_timeout(lambda: _first_pid(connect()), PROBE_WAIT)
-            if not done:
-                raise too_few
-            if isinstance(got, Exception):
-                return
+        # the rest of the member's sessions, at once: each must get a server session within the wait
+        rest = max(0, needed - len(opened))
+        done, got = _with_timeout(lambda: _all_at_once([lambda: _first_pid(connect())] * rest), PROBE_WAIT)
+        if not done:
+            raise too_few
     finally:
         for conn in opened:
             _with_timeout(conn.close, 1.0)
@@ -253,6 +252,21 @@ def refuse_standby(pool: ConnectionPool) -> None:
             "primary. Point DATABASE_URL at the primary, or list every host with target_session_attrs=read-write "
             "(postgresql://user@host1,host2/db?target_session_attrs=read-write) so a failover is followed."
         )
+
+
+def _all_at_once(calls: list[Any]) -> list[Any]:
+    """Run ``calls`` in threads at once; their results (or exceptions), after all of them ended."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = _capture(calls[i])
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results
 
 
 def _first_pid(conn: psycopg.Connection) -> tuple[psycopg.Connection, int]:

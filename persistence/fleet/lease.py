@@ -17,6 +17,7 @@ read as its liveness.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import threading
 import time
@@ -58,11 +59,15 @@ class Lease:
         self._deadline = 0.0
         self._conn: psycopg.Connection | None = None
         self._locked = False
+        #: the lease connection was found closed (logged once it is renewed again)
+        self._cut = False
         #: the lease was renewed after it lapsed, and the threads others took are not dropped yet
         self._lapsed = False
         self._io = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: a pipe whose write end wakes the renewal thread when the lease is released
+        self._wake: tuple[int, int] | None = None
         #: called (from the renewal thread or a writer) when a renewal succeeds after the lease lapsed,
         #: or when the store no longer counts this member: it checks which threads it still owns
         self.on_regained: Callable[[], None] | None = None
@@ -105,6 +110,7 @@ class Lease:
         """The instance row exists with a fresh lease (see :meth:`insert_sql`): count it, start renewing."""
         self._deadline = self._t_insert + self.seconds - self.margin
         self._stop.clear()
+        self._wake = os.pipe()
         self._thread = threading.Thread(target=self._loop, name="hybrid-saver-lease", daemon=True)
         self._thread.start()
 
@@ -116,9 +122,16 @@ class Lease:
     def release(self) -> None:
         """Stop renewing and close the connection (the lease itself is ended by the caller's row update)."""
         self._stop.set()
+        wake = self._wake
+        if wake is not None:
+            os.write(wake[1], b"x")  # out of the renewal thread's wait at once
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+        if wake is not None:
+            self._wake = None
+            for fd in wake:
+                os.close(fd)
         self._deadline = 0.0
         with self._io:
             self._close()
@@ -174,6 +187,13 @@ class Lease:
                 self._close()
                 return False
             deadline = t0 + self.seconds - self.margin
+            if self._cut and not (lapsed or rejoined):
+                logger.info(
+                    "member %s: its lease connection was cut; it reconnected and renewed the lease in time, so "
+                    "no thread moved",
+                    self.instance_id,
+                )
+            self._cut = False
             if not (lapsed or rejoined):
                 self._deadline = deadline
                 return True
@@ -215,16 +235,14 @@ class Lease:
         if conn is None or conn.closed:
             self._stop.wait(timeout)
             return
+        wake = self._wake
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(conn.fileno(), selectors.EVENT_READ)
-                deadline = time.monotonic() + timeout
-                while not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return
-                    if sel.select(min(left, 0.25)):
-                        break
+                if wake is not None:
+                    sel.register(wake[0], selectors.EVENT_READ)
+                if not sel.select(timeout):
+                    return
         except (OSError, ValueError, psycopg.Error):
             return
         if self._stop.is_set():
@@ -233,11 +251,10 @@ class Lease:
         with self._io:
             try:
                 conn.execute("SELECT 1")
-            except psycopg.Error:
-                logger.warning(
-                    "member %s lost its lease connection; reconnecting and renewing the lease", self.instance_id
-                )
+            except psycopg.Error as exc:
+                logger.debug("member %s: the lease connection closed (%s)", self.instance_id, type(exc).__name__)
                 self._close()
+                self._cut = True
 
     def _connect(self) -> None:
         conn = connect_session(self.conninfo, f"lease m{self.instance_id}")

@@ -63,11 +63,14 @@ class FleetMember:
         #: threads a restore of this member holds: not handed over until it is done
         self.restoring: set[str] = set()
 
-    def release_threads(self, thread_ids: Sequence[str] | None = None, *, restore: bool = False) -> dict[str, Any]:
+    def release_threads(
+        self, thread_ids: Sequence[str] | None = None, *, restore: bool = False, to: int | None = None
+    ) -> dict[str, Any]:
         """Back up, evict and give back ``thread_ids`` (None: every thread), so another member can
         take them. Threads being restored here are not given back (``busy``). With ``restore`` (a
         restore asked for them) runs in flight on the released threads may not write on top of the
-        restored state (see :class:`~persistence.memory.guard.RestoreGuard`)."""
+        restored state (see :class:`~persistence.memory.guard.RestoreGuard`). With ``to`` the threads
+        pass straight to that member (the one that asked), reserved for it."""
         cache, membership = self._cache, self._membership
         res = cache.residency
         stale: dict[str, int] = {}
@@ -105,7 +108,7 @@ class FleetMember:
                     pairs.append((tid, stale[tid]))
                 elif entry is not None:
                     busy.append(tid)
-            membership.release(pairs)
+            membership.release(pairs, to=to)
             if pairs:
                 cache.complete = False
         return {"released": len(pairs), "busy": busy}

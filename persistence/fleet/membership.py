@@ -213,18 +213,31 @@ class Membership:
                     held[dec(r[0])] = int(r[1])
         return granted, held
 
-    def release(self, pairs: Sequence[tuple[str, int]]) -> int:
-        """Give back threads (each with the token it was held with); returns how many rows went."""
+    def release(self, pairs: Sequence[tuple[str, int]], *, to: int | None = None) -> int:
+        """Give back threads (each with the token it was held with); returns how many rows went.
+
+        With ``to`` (the member that asked for them) the threads pass to that member instead of
+        becoming free, so another claim cannot take them in between (no ping-pong under contention)."""
         if not pairs:
             return 0
+        keys, tokens = [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
         with pool_connection(self.pool) as conn:
-            cur = conn.execute(
-                self._q(
-                    "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
-                    "(SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
-                ),
-                (self.instance_id, [enc(t) for t, _ in pairs], [tok for _, tok in pairs]),
-            )
+            if to is None:
+                cur = conn.execute(
+                    self._q(
+                        "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
+                        "(SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
+                    ),
+                    (self.instance_id, keys, tokens),
+                )
+            else:
+                cur = conn.execute(
+                    self._q(
+                        "UPDATE {s}.owners SET owner = %s, token = nextval(%s::regclass), since = now() "
+                        "WHERE owner = %s AND (thread_id, token) IN (SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
+                    ),
+                    (to, _qualified(self.schema, "owner_tokens"), self.instance_id, keys, tokens),
+                )
             return max(cur.rowcount, 0)
 
     def release_all(self) -> int:

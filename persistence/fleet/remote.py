@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +34,12 @@ Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 class CommandTimeout(HybridSaverError):
     """The member did not answer a command in time."""
+
+
+def new_request_id() -> str:
+    """A request id of the library's own (from the OS's random source, not the ``uuid`` module, which an
+    application or its tests may patch)."""
+    return secrets.token_hex(16)
 
 
 def member_channel(schema: str, instance_id: int) -> str:
@@ -197,7 +203,7 @@ def post(
     **args: Any,
 ) -> str:
     """Log a command for member ``target`` and notify it; return its request id (see :func:`wait`)."""
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or new_request_id()
     with pool.connection() as conn:
         conn.execute(
             sql.SQL(
@@ -271,7 +277,7 @@ def ask(
     Raises:
         CommandTimeout: no answer within ``timeout`` seconds.
     """
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     waiter = listener.expect(request_id) if listener is not None else None
     post(pool, schema, target, op, sender=sender, request_id=request_id, **args)
     found = wait(pool, schema, request_id, timeout, listener=listener, waiter=waiter)
@@ -283,4 +289,14 @@ def ask(
     return found
 
 
-__all__ = ["Answer", "CommandListener", "CommandTimeout", "answer", "ask", "member_channel", "post", "wait"]
+__all__ = [
+    "Answer",
+    "CommandListener",
+    "CommandTimeout",
+    "answer",
+    "ask",
+    "member_channel",
+    "new_request_id",
+    "post",
+    "wait",
+]

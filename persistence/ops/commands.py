@@ -47,8 +47,11 @@ class CommandHandler:
             self._settings.resume()
             return self._figures()
         if op == "release":
+            asker = command.get("from")
             return self._member.release_threads(
-                [str(t) for t in command.get("thread_ids") or []], restore=bool(command.get("restore"))
+                [str(t) for t in command.get("thread_ids") or []],
+                restore=bool(command.get("restore")),
+                to=int(asker) if asker is not None and not command.get("restore") else None,
             )
         if op == "release_all":
             return self._member.release_threads(None, restore=True)
