@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers.fleet import Driver, MemberProc, start_members, stop_all
+from helpers.fleet import Driver, MemberProc, fleet_of, stop_all
 from psycopg_pool import ConnectionPool
 from test_fleet import texts_of
 
@@ -35,18 +35,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def fleet(db_url: str, tmp_path: Path) -> Iterator[Callable[..., list[MemberProc]]]:
-    started: list[MemberProc] = []
-
-    def start(n: int, **options: object) -> list[MemberProc]:
-        options.setdefault("interval", INTERVAL)
-        options.setdefault("handoff", HANDOFF)
-        options.setdefault("lease", LEASE)
-        members = start_members(db_url, n, tmp_path, **options)
-        started.extend(members)
-        return members
-
-    yield start
-    stop_all(started)
+    with fleet_of(db_url, tmp_path, interval=INTERVAL, handoff=HANDOFF, lease=LEASE) as start:
+        yield start
 
 
 @pytest.fixture

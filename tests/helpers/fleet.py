@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,22 @@ class MemberProc:
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+@contextmanager
+def fleet_of(url: str, folder: Path, **defaults: Any) -> Iterator[Callable[..., list[MemberProc]]]:
+    """A starter of member processes with ``defaults`` for their options; stops them all at the end."""
+    started: list[MemberProc] = []
+
+    def start(n: int, **options: Any) -> list[MemberProc]:
+        members = start_members(url, n, folder, **{**defaults, **options})
+        started.extend(members)
+        return members
+
+    try:
+        yield start
+    finally:
+        stop_all(started)
 
 
 def start_members(url: str, n: int, folder: Path, **options: Any) -> list[MemberProc]:
