@@ -32,7 +32,7 @@ class CutRecorder:
     and keeps the rows the saver builds from it outside the lock (``to_changes``)."""
 
     def __init__(self, saver: HybridSaver, keep_rows: bool = False) -> None:
-        self.log = saver._changes
+        self.log = saver.cache.changes
         self.keep_rows = keep_rows
         self.seconds: list[float] = []
         self.rows: dict[str, list[tuple]] | None = None
