@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +39,10 @@ T = TypeVar("T")
 
 class Tenure(Protocol):
     """Whether this process may serve its threads now (the fleet's lease)."""
+
+    #: monotonic time until which serving is certainly safe (a clock compare on the hot path)
+    @property
+    def lease_deadline(self) -> float: ...
 
     def lease_check(self) -> None:
         """Raise ``LeaseExpired`` unless serving is safe now (a clock read; called under the lock in writes)."""
@@ -88,27 +93,27 @@ class CacheCheckpointer(InMemorySaver):
     def _may_serve(self) -> None:
         """Before a read: this member's lease is valid (or renewed now), so what memory holds is current."""
         tenure = self._tenure
-        if tenure is not None:
+        if tenure is not None and time.monotonic() >= tenure.lease_deadline:
             try:
                 tenure.lease_check()
             except LeaseExpired:
                 tenure.lease_recover()
 
-    def _write(self, thread_ids: Sequence[str], write: Any) -> T:
-        """``cache.write`` with the lease checked under the lock, right before the write is acknowledged."""
+    def _lease_gate(self) -> None:
+        """Under the cache's lock, right before a write is acknowledged: the lease is still valid."""
         tenure = self._tenure
-        if tenure is None:
-            return self.cache.write(thread_ids, write)
-
-        def checked(entries: Any) -> T:
+        if tenure is not None and time.monotonic() >= tenure.lease_deadline:
             tenure.lease_check()
-            return write(entries)
 
+    def _write(self, thread_ids: Sequence[str], write: Any) -> T:
+        """``cache.write`` with the lease checked under the lock (see :meth:`_lease_gate`)."""
+        if self._tenure is None:
+            return self.cache.write(thread_ids, write)
         try:
-            return self.cache.write(thread_ids, checked)
+            return self.cache.write(thread_ids, write, check=self._lease_gate)
         except LeaseExpired:
-            tenure.lease_recover()
-        return self.cache.write(thread_ids, checked)
+            self._tenure.lease_recover()
+        return self.cache.write(thread_ids, write, check=self._lease_gate)
 
     def _stored_runs(self, wanted: set[str]) -> list[str]:
         return self._link.ask(

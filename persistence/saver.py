@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from persistence.checkpointer import MAX_VALUE_BYTES, CacheCheckpointer
 from persistence.config import check_saver_options
-from persistence.db import check_sessions, open_pool
+from persistence.db import open_pool
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import Member, Membership
 from persistence.fleet.lease import DEFAULT_LEASE
@@ -39,6 +39,7 @@ from persistence.ops.recovery import recovery_dir as recovery_dir_of
 from persistence.ops.restore import Progress, Restorer, VerifyResult
 from persistence.ops.scheduler import BackupScheduler, check_interval
 from persistence.ops.settings import Settings
+from persistence.preflight import check_sessions
 from persistence.records import BackupRun, RestoreResult, SaverStats
 from persistence.store import DEFAULT_SCHEMA, Generation, Store
 from persistence.store.link import DatabaseLink

@@ -56,7 +56,8 @@ class Lease:
         self._row: tuple[str, int, str | None] = ("", 0, None)
         self._lock_key = lock_key
         self.instance_id: int | None = None
-        self._deadline = 0.0
+        #: monotonic time until which the lease is certainly valid in the store (read it, never set it)
+        self.deadline = 0.0
         self._conn: psycopg.Connection | None = None
         self._locked = False
         #: the lease connection was found closed (logged once it is renewed again)
@@ -79,14 +80,14 @@ class Lease:
 
     def valid(self) -> bool:
         """The lease is certainly still valid in the store (a clock read, no round trip)."""
-        return time.monotonic() < self._deadline
+        return time.monotonic() < self.deadline
 
     def remaining(self) -> float:
-        return self._deadline - time.monotonic()
+        return self.deadline - time.monotonic()
 
     def check(self) -> None:
         """Raise :class:`LeaseExpired` unless the lease is certainly valid (no round trip)."""
-        if self.instance_id is not None and time.monotonic() >= self._deadline:
+        if self.instance_id is not None and time.monotonic() >= self.deadline:
             raise LeaseExpired(self._expired_message())
 
     def _expired_message(self) -> str:
@@ -108,7 +109,7 @@ class Lease:
 
     def started(self) -> None:
         """The instance row exists with a fresh lease (see :meth:`insert_sql`): count it, start renewing."""
-        self._deadline = self._t_insert + self.seconds - self.margin
+        self.deadline = self._t_insert + self.seconds - self.margin
         self._stop.clear()
         self._wake = os.pipe()
         self._thread = threading.Thread(target=self._loop, name="hybrid-saver-lease", daemon=True)
@@ -132,7 +133,7 @@ class Lease:
             self._wake = None
             for fd in wake:
                 os.close(fd)
-        self._deadline = 0.0
+        self.deadline = 0.0
         with self._io:
             self._close()
 
@@ -195,7 +196,7 @@ class Lease:
                 )
             self._cut = False
             if not (lapsed or rejoined):
-                self._deadline = deadline
+                self.deadline = deadline
                 return True
             # not valid again until the threads others took meanwhile are dropped
             self._lapsed = True
@@ -214,7 +215,7 @@ class Lease:
             self.on_regained()
         with self._io:
             self._lapsed = False
-            self._deadline = max(self._deadline, deadline)
+            self.deadline = max(self.deadline, deadline)
         return True
 
     def _loop(self) -> None:

@@ -205,6 +205,11 @@ class Ownership:
 
     # -- the lease, as reads and writes see it -----------------------------------------------------
 
+    @property
+    def lease_deadline(self) -> float:
+        """Monotonic time until which this member's lease is certainly valid."""
+        return self._membership.lease.deadline
+
     def lease_check(self) -> None:
         """Raise ``LeaseExpired`` unless this member may serve its threads now (a clock read). Under the
         cache's lock in writes, so no write is acknowledged after the lease is gone."""

@@ -103,14 +103,17 @@ class MemoryCache:
                         res.trim()
                 return result
 
-    def write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], T]) -> T:
+    def write(
+        self, thread_ids: Sequence[str], write: Callable[[list[Resident]], T], check: Callable[[], None] | None = None
+    ) -> T:
         """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident.
 
         One thread needs no pin: under the lock nothing evicts it, and an eviction between the
         lookup and the lock is seen (``evicted``) and the lookup done again. Several threads are
         pinned, so loading one cannot evict another. A writer that finds memory over the budget
         makes room first (evicting, or backing up when only changed threads are left), so
-        concurrent writers cannot carry memory further past the budget than one write each."""
+        concurrent writers cannot carry memory further past the budget than one write each. ``check``
+        runs under the lock right before ``write`` (it may refuse by raising)."""
         res = self.residency
         if res.over_budget():
             self._relieve()
@@ -121,6 +124,8 @@ class MemoryCache:
                 with self.lock:
                     held = [entry for entry, _pinned in acquired]
                     if not any(e.evicted for e in held):
+                        if check is not None:
+                            check()
                         result = write(held)
                         break
             finally:

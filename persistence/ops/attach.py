@@ -8,7 +8,7 @@ import logging
 
 import psycopg
 
-from persistence.db import DB_ERRORS, _first_line, describe_url, refuse_standby
+from persistence.db import DB_ERRORS, _first_line, describe_url
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import remote
 from persistence.fleet.membership import Membership
@@ -17,6 +17,7 @@ from persistence.fleet.ownership import Ownership
 from persistence.memory import MemoryCache
 from persistence.ops.recovery import Recovery
 from persistence.ops.settings import Settings
+from persistence.preflight import refuse_standby
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
 
