@@ -27,7 +27,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from persistence.errors import InvalidValue, SaverClosed
 from persistence.fleet.lease import LeaseExpired
-from persistence.memory import MemoryCache
+from persistence.memory import MemoryCache, Resident
 from persistence.memory.edits import Edits
 from persistence.memory.listing import list_all
 from persistence.memory.writes import check_checkpoint, config_key, put_checkpoint, put_task_writes
@@ -44,8 +44,9 @@ class Tenure(Protocol):
     @property
     def lease_deadline(self) -> float: ...
 
-    def lease_check(self) -> None:
-        """Raise ``LeaseExpired`` unless serving is safe now (a clock read; called under the lock in writes)."""
+    def lease_check(self, entries: Sequence[Resident] = ()) -> None:
+        """Raise ``LeaseExpired`` unless serving is safe now (a clock read; called under the lock in writes,
+        with the threads about to be written)."""
 
     def lease_recover(self) -> None:
         """Renew the lease now, dropping threads others took meanwhile; raise ``LeaseExpired`` if it cannot."""
@@ -99,11 +100,11 @@ class CacheCheckpointer(InMemorySaver):
             except LeaseExpired:
                 tenure.lease_recover()
 
-    def _lease_gate(self) -> None:
+    def _lease_gate(self, entries: list[Resident]) -> None:
         """Under the cache's lock, right before a write is acknowledged: the lease is still valid."""
         tenure = self._tenure
         if tenure is not None and time.monotonic() >= tenure.lease_deadline:
-            tenure.lease_check()
+            tenure.lease_check(entries)
 
     def _write(self, thread_ids: Sequence[str], write: Any) -> T:
         """``cache.write`` with the lease checked under the lock (see :meth:`_lease_gate`)."""

@@ -149,11 +149,11 @@ def configure_session(conn: psycopg.Connection) -> None:
     conn.execute(_SET_SESSION, tuple(SESSION_SETTINGS.values()))
 
 
-def connect_session(url: str, purpose: str, timeout: int = CONNECT_TIMEOUT) -> psycopg.Connection:
+def connect_session(url: str, purpose: str, timeout: int = CONNECT_TIMEOUT, **options: Any) -> psycopg.Connection:
     """A connection of the saver's own (lease, LISTEN, restore lock): autocommit, with
     :data:`SESSION_SETTINGS`, named ``hybrid-saver <purpose>`` in ``pg_stat_activity``. The caller closes it."""
     conn = psycopg.connect(
-        url, autocommit=True, connect_timeout=timeout, application_name=f"hybrid-saver {purpose}"[:63]
+        url, autocommit=True, connect_timeout=timeout, application_name=f"hybrid-saver {purpose}"[:63], **options
     )
     try:
         configure_session(conn)

@@ -44,10 +44,16 @@ def check_sessions(url: str, *, needed: int) -> None:
         DatabaseUnavailable: the URL cannot carry what one member needs (``needed`` sessions).
     """
     opened: list[psycopg.Connection] = []
+    guard = threading.Lock()
+    finished = threading.Event()
 
     def connect() -> psycopg.Connection:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, prepare_threshold=None)
-        opened.append(conn)
+        with guard:
+            if finished.is_set():  # a connection that came after the check gave up: not kept
+                conn.close()
+                raise DatabaseUnavailable("the session check ended before this connection came")
+            opened.append(conn)
         return conn
 
     try:
@@ -84,7 +90,10 @@ def check_sessions(url: str, *, needed: int) -> None:
         if not done:
             raise too_few
     finally:
-        for conn in opened:
+        with guard:
+            finished.set()
+            leftover = list(opened)
+        for conn in leftover:
             _with_timeout(conn.close, 1.0)
 
 

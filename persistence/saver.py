@@ -245,10 +245,11 @@ class HybridSaver(CacheCheckpointer):
             if self.scheduler is not None:
                 self.scheduler.shutdown()
             self._messenger.stop()
+            # closed first: no write lands after the final backup's cut, to be lost
+            self._closed.set()
             try:
                 final_backup(self._writer, self.close_timeout, self._keep_pending)
             finally:
-                self._closed.set()
                 if self._link.attached:
                     self.membership.leave()
                 if self._link.owns_pool:

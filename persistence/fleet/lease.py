@@ -16,6 +16,7 @@ read as its liveness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE = 4.0
 #: renewals per lease: a member stops serving only after this many renewals in a row failed
 RENEWALS_PER_LEASE = 4
+#: seconds a caller waits for the lease connection while another renewal is under way
+IO_WAIT = 1.0
 
 
 class LeaseExpired(DatabaseUnavailable):
@@ -65,6 +68,7 @@ class Lease:
         #: the lease was renewed after it lapsed, and the threads others took are not dropped yet
         self._lapsed = False
         self._io = threading.Lock()
+        self._pending_deadline = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: a pipe whose write end wakes the renewal thread when the lease is released
@@ -134,8 +138,11 @@ class Lease:
             for fd in wake:
                 os.close(fd)
         self.deadline = 0.0
-        with self._io:
-            self._close()
+        if self._io.acquire(timeout=IO_WAIT):
+            try:
+                self._close()
+            finally:
+                self._io.release()
 
     # -- renewal --------------------------------------------------------------------------------
 
@@ -146,60 +153,17 @@ class Lease:
         """
         if self.instance_id is None:
             return True
-        with self._io:
-            lapsed = self._lapsed or not self.valid()
-            t0 = time.monotonic()
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._connect()
-                    self.reconnects += 1
-                elif not self._locked:
-                    self._take_lock()
-                row = self._conn.execute(  # type: ignore[union-attr]
-                    sql.SQL(
-                        "UPDATE {s}.instances SET lease_until = clock_timestamp() + make_interval(secs => %s) "
-                        "WHERE id = %s AND stopped_at IS NULL RETURNING 1"
-                    ).format(s=self._s),
-                    (self.seconds, self.instance_id),
-                ).fetchone()
-                rejoined = row is None
-                if rejoined:
-                    # counted out (reaped) while cut off, or the store lost the row (a failover to a lagging
-                    # standby): join again under the same id, and keep the id sequence past it
-                    host, pid, name = self._row
-                    self._conn.execute(  # type: ignore[union-attr]
-                        sql.SQL(
-                            "INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at, lease_until) "
-                            "VALUES (%s, %s, %s, %s, now(), clock_timestamp() + make_interval(secs => %s)) "
-                            "ON CONFLICT (id) DO UPDATE SET stopped_at = NULL, lease_until = excluded.lease_until"
-                        ).format(s=self._s),
-                        (self.instance_id, host, pid, name, self.seconds),
-                    )
-                    self._conn.execute(  # type: ignore[union-attr]
-                        sql.SQL(
-                            "SELECT setval(q::regclass, greatest((SELECT max(id) FROM {s}.instances), "
-                            "coalesce(pg_sequence_last_value(q::regclass), 0))) FROM pg_get_serial_sequence(%s, 'id') q"
-                        ).format(s=self._s),
-                        (self._instances,),
-                    )
-                    self.rejoins += 1
-            except psycopg.Error as exc:
-                logger.debug("lease renewal failed: %s", scrub(f"{type(exc).__name__}: {exc}", self.conninfo))
-                self._close()
-                return False
-            deadline = t0 + self.seconds - self.margin
-            if self._cut and not (lapsed or rejoined):
-                logger.info(
-                    "member %s: its lease connection was cut; it reconnected and renewed the lease in time, so "
-                    "no thread moved",
-                    self.instance_id,
-                )
-            self._cut = False
-            if not (lapsed or rejoined):
-                self.deadline = deadline
-                return True
-            # not valid again until the threads others took meanwhile are dropped
-            self._lapsed = True
+        if not self._io.acquire(timeout=IO_WAIT):
+            return False  # another renewal is stuck on the network: this one cannot do better
+        try:
+            outcome = self._renew_locked()
+        finally:
+            self._io.release()
+        if outcome is None:
+            return False
+        rejoined, deadline = outcome
+        if deadline is not None:
+            return True
         if rejoined:
             logger.error(
                 "member %s was counted out of the fleet while it could not renew its lease; it joined again, "
@@ -213,10 +177,87 @@ class Lease:
             )
         if self.on_regained is not None:
             self.on_regained()
-        with self._io:
+        if not self._io.acquire(timeout=IO_WAIT):
+            return False
+        try:
             self._lapsed = False
-            self.deadline = max(self.deadline, deadline)
+            self.deadline = max(self.deadline, self._pending_deadline)
+        finally:
+            self._io.release()
         return True
+
+    def _renew_locked(self) -> tuple[bool, float | None] | None:
+        """One renewal with ``_io`` held. None: it failed. ``(rejoined, deadline)``: the deadline is set
+        (valid again), or None when the lease had lapsed and :attr:`on_regained` must run first."""
+        old_deadline = self.deadline
+        lapsed = self._lapsed or not self.valid()
+        t0 = time.monotonic()
+        try:
+            try:
+                row = self._renew_statement()
+            except psycopg.OperationalError:
+                # the connection died since it was last used (the server ended it): once more, anew
+                self._close()
+                t0 = time.monotonic()
+                row = self._renew_statement()
+            rejoined = row is None
+            if rejoined:
+                # counted out (reaped) while cut off, or the store lost the row (a failover to a lagging
+                # standby): join again under the same id, and keep the id sequence past it
+                host, pid, name = self._row
+                self._conn.execute(  # type: ignore[union-attr]
+                    sql.SQL(
+                        "INSERT INTO {s}.instances (id, host, pid, name, heartbeat_at, lease_until) "
+                        "VALUES (%s, %s, %s, %s, now(), clock_timestamp() + make_interval(secs => %s)) "
+                        "ON CONFLICT (id) DO UPDATE SET stopped_at = NULL, lease_until = excluded.lease_until"
+                    ).format(s=self._s),
+                    (self.instance_id, host, pid, name, self.seconds),
+                )
+                self._conn.execute(  # type: ignore[union-attr]
+                    sql.SQL(
+                        "SELECT setval(q::regclass, greatest((SELECT max(id) FROM {s}.instances), "
+                        "coalesce(pg_sequence_last_value(q::regclass), 0))) FROM pg_get_serial_sequence(%s, 'id') q"
+                    ).format(s=self._s),
+                    (self._instances,),
+                )
+                self.rejoins += 1
+        except psycopg.Error as exc:
+            logger.debug("lease renewal failed: %s", scrub(f"{type(exc).__name__}: {exc}", self.conninfo))
+            self._close()
+            return None
+        # the renewal ran somewhere between t0 and now: if now is past the old deadline, the old lease
+        # may have run out on the server before it, and another member may have claimed meanwhile
+        lapsed = lapsed or time.monotonic() >= old_deadline
+        deadline = t0 + self.seconds - self.margin
+        if self._cut and not (lapsed or rejoined):
+            logger.info(
+                "member %s: its lease connection was cut; it reconnected and renewed the lease in time, so "
+                "no thread moved",
+                self.instance_id,
+            )
+        self._cut = False
+        if not (lapsed or rejoined):
+            self.deadline = deadline
+            return rejoined, deadline
+        # not valid again until the threads others took meanwhile are dropped
+        self._lapsed = True
+        self._pending_deadline = deadline
+        return rejoined, None
+
+    def _renew_statement(self) -> tuple | None:
+        """Connect when needed and move ``lease_until``; the row, or None when the row is missing or stopped."""
+        if self._conn is None or self._conn.closed:
+            self._connect()
+            self.reconnects += 1
+        elif not self._locked:
+            self._take_lock()
+        return self._conn.execute(  # type: ignore[union-attr]
+            sql.SQL(
+                "UPDATE {s}.instances SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE id = %s AND stopped_at IS NULL RETURNING 1"
+            ).format(s=self._s),
+            (self.seconds, self.instance_id),
+        ).fetchone()
 
     def _loop(self) -> None:
         every = self.seconds / RENEWALS_PER_LEASE
@@ -249,7 +290,12 @@ class Lease:
         if self._stop.is_set():
             return
         # readable while idle: the server is ending the session (or sent a notice): find out now
-        with self._io:
+        if not self._io.acquire(timeout=IO_WAIT):
+            return
+        with contextlib.ExitStack() as held:
+            held.callback(self._io.release)
+            if self._conn is not conn:
+                return  # a renewal replaced the connection meanwhile
             try:
                 conn.execute("SELECT 1")
             except psycopg.Error as exc:
@@ -258,7 +304,19 @@ class Lease:
                 self._cut = True
 
     def _connect(self) -> None:
-        conn = connect_session(self.conninfo, f"lease m{self.instance_id}")
+        # a renewal that takes longer than the lease is worth nothing: bound it, over TCP too
+        limit_ms = int(self.seconds * 1000)
+        conn = connect_session(
+            self.conninfo,
+            f"lease m{self.instance_id}",
+            timeout=max(1, min(5, int(self.seconds))),
+            keepalives=1,
+            keepalives_idle=max(1, int(self.seconds / 2)),
+            keepalives_interval=1,
+            keepalives_count=2,
+            tcp_user_timeout=limit_ms,
+        )
+        conn.execute(f"SET statement_timeout = {limit_ms}")
         self._conn = conn
         self._locked = False
         try:

@@ -100,14 +100,25 @@ class Membership:
 
     def _alive_sql(self, column: str = "owner") -> sql.Composable:
         """True when the member ``column`` names is alive: its lease runs (or, for a member of an older
-        version without a lease, it holds its advisory lock)."""
+        version without a lease, it holds its advisory lock).
+
+        Compared with ``statement_timestamp()``, the time the statement's snapshot was taken, not with
+        the clock when the row is finally looked at: a claim that waited for a row lock must not take
+        a lease as expired that was renewed meanwhile (its snapshot would still show the old one)."""
+        return sql.SQL("EXISTS (SELECT 1 FROM {s}.instances i WHERE i.id = ({c}) AND {row})").format(
+            s=self._s, c=sql.SQL(column), row=self._row_alive_sql("i")
+        )
+
+    def _row_alive_sql(self, alias: str) -> sql.Composable:
+        """The same test on an ``instances`` row itself (``alias``): an UPDATE re-checks it on the row's
+        newest version, so a renewal committed meanwhile counts."""
+        a = sql.Identifier(alias)
         return sql.SQL(
-            "EXISTS (SELECT 1 FROM {s}.instances i WHERE i.id = ({c}) AND i.stopped_at IS NULL AND "
-            "(i.lease_until > clock_timestamp() OR (i.lease_until IS NULL AND EXISTS (SELECT 1 FROM pg_locks l "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = {k}::oid "
-            "AND l.objid = ({c})::oid "
+            "({a}.stopped_at IS NULL AND ({a}.lease_until > statement_timestamp() OR ({a}.lease_until IS NULL "
+            "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = {k}::oid AND l.objid = ({a}.id)::oid "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))))"
-        ).format(s=self._s, k=sql.Literal(self.store_key()), c=sql.SQL(column))
+        ).format(a=a, k=sql.Literal(self.store_key()))
 
     # -- joining and leaving --------------------------------------------------------------------
 
@@ -167,7 +178,7 @@ class Membership:
                 sql.SQL(
                     "UPDATE {s}.instances AS u SET stopped_at = now() WHERE u.stopped_at IS NULL AND NOT {a} "
                     "RETURNING u.id"
-                ).format(s=self._s, a=self._alive_sql("u.id"))
+                ).format(s=self._s, a=self._row_alive_sql("u"))
             ).fetchall()
             dead = [int(r[0]) for r in rows]
             if dead:
@@ -324,7 +335,7 @@ class Membership:
                 sql.SQL(
                     "SELECT m.id, m.name, m.host, m.pid, m.started_at, m.heartbeat_at, m.stopped_at, m.figures, {a} "
                     "FROM {s}.instances m WHERE {w} ORDER BY m.id"
-                ).format(s=self._s, a=self._alive_sql("m.id"), w=where)
+                ).format(s=self._s, a=self._row_alive_sql("m"), w=where)
             ).fetchall()
         return [
             Member(

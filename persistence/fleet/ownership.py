@@ -24,7 +24,7 @@ from persistence.errors import DatabaseUnavailable, ThreadBusy
 from persistence.fleet import remote
 from persistence.fleet.membership import Membership
 from persistence.fleet.messenger import Messenger
-from persistence.memory import MemoryCache
+from persistence.memory import MemoryCache, Resident
 from persistence.store import Snapshot, Store
 from persistence.store.link import DatabaseLink
 
@@ -62,6 +62,8 @@ class Ownership:
         self._warming: threading.Thread | None = None
         #: another live member was seen at the last look (while alone, an outage cannot split the fleet)
         self.others_seen = False
+        #: one revalidation (or re-claim of everything) at a time: two would hand out tokens twice
+        self._regain = threading.Lock()
         membership.lease.on_regained = self.revalidate
 
     # -- loading: the cache's loader ----------------------------------------------------------
@@ -154,6 +156,10 @@ class Ownership:
         that read one of them before cannot fork its history (see the cache's guard). A thread whose
         ownership row is simply gone (reaped while this member was cut off, or lost with the database
         in a failover) and that nobody wrote since is claimed again and kept: memory holds its truth."""
+        with self._regain:
+            self._revalidate()
+
+    def _revalidate(self) -> None:
         membership, cache = self._membership, self._cache
         owned = membership.owned()
         with cache.lock:
@@ -172,7 +178,7 @@ class Ownership:
                 entry = cache.entries.get(tid)
                 if entry is None:
                     given_back.append((tid, token))
-                elif snap.has_checkpoints_beyond(tid, cache.storage.get(tid, {})):
+                elif not cache.knows_all_of(snap, tid):
                     drop.append(tid)
                     given_back.append((tid, token))
                 else:
@@ -192,9 +198,10 @@ class Ownership:
         """The store lost this member's recent generations: claim every resident thread again (the
         ownership rows went with them) and have the next backup write each one whole. Returns them."""
         cache = self._cache
-        with cache.lock:
-            resident = list(cache.entries)
-        granted = self.claim(resident, wait=False) if resident else {}
+        with self._regain:
+            with cache.lock:
+                resident = list(cache.entries)
+            granted = self.claim(resident, wait=False) if resident else {}
         with cache.lock:
             for tid, token in granted.items():
                 entry = cache.entries.get(tid)
@@ -210,11 +217,20 @@ class Ownership:
         """Monotonic time until which this member's lease is certainly valid."""
         return self._membership.lease.deadline
 
-    def lease_check(self) -> None:
+    def lease_check(self, entries: Sequence[Resident] = ()) -> None:
         """Raise ``LeaseExpired`` unless this member may serve its threads now (a clock read). Under the
-        cache's lock in writes, so no write is acknowledged after the lease is gone."""
+        cache's lock in writes, so no write is acknowledged after the lease is gone.
+
+        Alone in an outage the member writes on (nobody can take its threads while nobody reaches the
+        store), but the threads written past the lease become provisional: when the store answers they
+        are claimed again, and should another member have taken one meanwhile, the turns made here go
+        to a fork instead of being dropped."""
         lease = self._membership.lease
-        if lease.valid() or self._membership.instance_id is None or self._outage_alone():
+        if lease.valid() or self._membership.instance_id is None:
+            return
+        if self._outage_alone():
+            for entry in entries:
+                entry.token = None
             return
         lease.check()
 
@@ -248,6 +264,13 @@ class Ownership:
         except ThreadBusy as exc:
             logger.warning("threads kept in memory stay unclaimed for now: %s", exc)
             granted = self.claim(todo, wait=False)
+        held = self._membership.owners_of([t for t in todo if t not in granted])
+        if held:
+            # another member owns them now: never two writers; what was made here is kept apart
+            with cache.lock:
+                for tid in held:
+                    if tid in cache.entries:
+                        self._fork(tid, "another member took it over while this one could not reach PostgreSQL")
         if not granted:
             return
         snap = self._store.load_threads(list(granted))
@@ -257,24 +280,29 @@ class Ownership:
                 entry = cache.entries.get(tid)
                 if entry is None:
                     continue
-                if snap.has_checkpoints_beyond(tid, cache.storage.get(tid, {})):
+                if not cache.knows_all_of(snap, tid):
                     # the store has a history this member never saw: keep it, and the turns made here
                     # apart under a fork, instead of mixing two histories in one thread
-                    fork = f"{tid}~offline-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-                    cache.rename(tid, fork)
+                    self._fork(tid, "the store has a history of it this member never saw")
                     given_back.append((tid, token))
-                    logger.warning(
-                        "thread %r was made here while PostgreSQL was unreachable, but the store has a history "
-                        "of it this member never saw: the store's history stays, the turns made here are in the "
-                        "new thread %r",
-                        tid,
-                        fork,
-                    )
                     continue
                 cache.merge_under(tid, entry, snap)
                 entry.token = token
         if given_back:
             self._membership.release(given_back)
+
+    def _fork(self, tid: str, why: str) -> None:
+        """Move what memory holds of ``tid`` (made while PostgreSQL was unreachable) to a new thread id,
+        so the stored history stays as it is. Under the cache's lock."""
+        fork = f"{tid}~offline-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        self._cache.rename(tid, fork)
+        logger.warning(
+            "thread %r was written here while PostgreSQL was unreachable, but %s: the store's history stays, "
+            "the turns made here are in the new thread %r",
+            tid,
+            why,
+            fork,
+        )
 
     # -- warm start ----------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from persistence.memory.changes import ChangeLog, mark
+from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
 from persistence.memory.residency import Loader, Residency, Resident, blob_size, checkpoint_size, write_size
 from persistence.store import Snapshot
@@ -104,7 +104,10 @@ class MemoryCache:
                 return result
 
     def write(
-        self, thread_ids: Sequence[str], write: Callable[[list[Resident]], T], check: Callable[[], None] | None = None
+        self,
+        thread_ids: Sequence[str],
+        write: Callable[[list[Resident]], T],
+        check: Callable[[list[Resident]], None] | None = None,
     ) -> T:
         """Run ``write(entries)`` under the lock with every thread of ``thread_ids`` resident.
 
@@ -112,7 +115,7 @@ class MemoryCache:
         lookup and the lock is seen (``evicted``) and the lookup done again. Several threads are
         pinned, so loading one cannot evict another. A writer that finds memory over the budget
         makes room first (evicting, or backing up when only changed threads are left), so
-        concurrent writers cannot carry memory further past the budget than one write each. ``check``
+        concurrent writers cannot carry memory further past the budget than one write each. ``check(entries)``
         runs under the lock right before ``write`` (it may refuse by raising)."""
         res = self.residency
         if res.over_budget():
@@ -125,7 +128,7 @@ class MemoryCache:
                     held = [entry for entry, _pinned in acquired]
                     if not any(e.evicted for e in held):
                         if check is not None:
-                            check()
+                            check(held)
                         result = write(held)
                         break
             finally:
@@ -276,6 +279,11 @@ class MemoryCache:
             mark(log.blobs, key, False, self.blobs[key])
         self.touch(entry)
         return entry
+
+    def knows_all_of(self, stored: Snapshot, tid: str) -> bool:
+        """Every checkpoint the store holds of ``tid`` is known here: resident, or deleted here with the
+        delete still pending. False means someone else wrote the thread. Under the lock."""
+        return knows_all_of(stored, tid, self.storage.get(tid, {}), self.changes)
 
     def mark_all_changed(self, tid: str) -> None:
         """Every row of resident ``tid`` goes into the next backup (replacing whatever the store has). Under the lock."""

@@ -8,11 +8,11 @@ outside the saver's lock, and they are exactly the state at the moment of the sw
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from persistence.store import Changes
+from persistence.store import Changes, Snapshot
 from persistence.store.schema import enc, enc_version
 
 
@@ -121,6 +121,23 @@ class ChangeLog:
         return counts
 
 
+def knows_all_of(stored: Snapshot, tid: str, mine: Mapping[str, Mapping[str, Any]], log: ChangeLog) -> bool:
+    """Every checkpoint ``stored`` holds of ``tid`` is in ``mine`` (namespace -> checkpoints) or deleted
+    in ``log`` with the delete not yet written: nobody but the owner of ``mine`` wrote the thread."""
+    if tid in log.deleted_threads:
+        return True
+    for ns, cps in stored.storage.get(tid, {}).items():
+        known = mine.get(ns, {})
+        for cid in cps:
+            if cid in known:
+                continue
+            pending = log.checkpoints.get((tid, ns, cid))
+            if pending is not None and pending[1] is None:
+                continue
+            return False
+    return True
+
+
 def mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:
     """Record that ``key`` now holds ``value`` (None: deleted)."""
     if not existed:
@@ -129,4 +146,4 @@ def mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value:
     table[key] = (existed, value)
 
 
-__all__ = ["ChangeLog", "mark"]
+__all__ = ["ChangeLog", "knows_all_of", "mark"]

@@ -125,6 +125,9 @@ class BackupWriter:
         failure = link.ready(self._attach)
         if failure is None:
             try:
+                # a lapsed lease first: the threads others took are dropped, the rest claimed again,
+                # so fencing refuses nothing this member still rightly holds
+                self._ownership.lease_recover()
                 self._heal_lost_generations()
                 self._ownership.resolve_provisional()
             except DB_ERRORS as exc:
@@ -208,7 +211,7 @@ class BackupWriter:
         committed = self._committed
         if committed is None:
             return
-        behind = self._store.upkeep.counter_behind(committed)
+        behind = self._store.upkeep.counter_behind(committed, self.retention)
         if behind is None:
             return
         self._store.upkeep.raise_counter(committed)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence.memory import MemoryCache
-from persistence.memory.changes import ChangeLog, mark
+from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.ops.backup import BackupWriter
 from persistence.records import BackupRun
 from persistence.store import Snapshot, Store
@@ -101,10 +101,38 @@ def keep(cache: MemoryCache, folder: Path, *, store_id: str, schema: str, instan
 
 
 def kept_files(folder: Path, *, store_id: str, schema: str) -> list[Path]:
-    """The recovery files of this store and schema, oldest first."""
+    """The recovery files of this store and schema, oldest first (with those another process took to
+    replay and did not finish: it died)."""
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f"{schema}-{store_id}-m*{SUFFIX}"))
+    found = list(folder.glob(f"{schema}-{store_id}-m*{SUFFIX}"))
+    for taken in folder.glob(f"{schema}-{store_id}-m*{SUFFIX}.p*"):
+        pid = taken.suffix[2:]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            found.append(taken)
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take(path: Path) -> Path | None:
+    """Rename ``path`` to a name of this process (atomic): None when another process took it first."""
+    mine = path.with_name(path.name.split(SUFFIX)[0] + f"{SUFFIX}.p{os.getpid()}")
+    if path == mine:
+        return path
+    try:
+        os.rename(path, mine)
+    except FileNotFoundError:
+        return None
+    return mine
 
 
 def load(path: Path) -> Kept:
@@ -165,8 +193,9 @@ class Recovery:
     def replay(self, store_id: str) -> int:
         """Put the kept changes of this store back in memory; returns how many threads."""
         count = 0
-        for path in kept_files(self.folder, store_id=store_id, schema=self._store.schema):
-            if path in self._replayed:
+        for found in kept_files(self.folder, store_id=store_id, schema=self._store.schema):
+            path = _take(found)
+            if path is None or path in self._replayed:
                 continue
             try:
                 kept = load(path)
@@ -199,7 +228,7 @@ class Recovery:
         installed: set[str] = set()
         with cache.lock:
             for tid in threads:
-                if tid in cache.entries or stored.has_checkpoints_beyond(tid, snap.storage.get(tid, {})):
+                if tid in cache.entries or not knows_all_of(stored, tid, snap.storage.get(tid, {}), log):
                     fork = f"{tid}~recovered-{datetime.fromtimestamp(kept.saved_at, UTC):%Y%m%dT%H%M%S}"
                     log.forget([tid])
                     self._install_fork(tid, fork, snap, log)

@@ -3,10 +3,8 @@ a write did, and the raw rows of one state."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from persistence.store.schema import TABLES, dec, enc
 
@@ -97,14 +95,6 @@ class Snapshot:
     @property
     def checkpoints(self) -> int:
         return sum(len(ns) for t in self.storage.values() for ns in t.values())
-
-    def has_checkpoints_beyond(self, thread_id: str, known: Mapping[str, Mapping[str, Any]]) -> bool:
-        """This snapshot holds checkpoints of ``thread_id`` that ``known`` (namespace -> checkpoints)
-        does not: someone wrote the thread after the copy ``known`` was taken."""
-        for ns, cps in self.storage.get(thread_id, {}).items():
-            if any(cid not in known.get(ns, {}) for cid in cps):
-                return True
-        return False
 
 
 __all__ = ["Changes", "Generation", "Snapshot", "Written"]

@@ -45,14 +45,25 @@ class GenerationUpkeep:
 
     # -- a store that went back in time --------------------------------------------------------
 
-    def counter_behind(self, committed: int) -> int | None:
-        """The store's generation counter when it is below ``committed`` (a generation this member
-        committed): the database lost generations (a failover to a lagging standby, a restore of the
-        database from an older backup). None when it is not behind."""
+    def counter_behind(self, committed: int, retention: int) -> int | None:
+        """The store's generation counter when the store lost generation ``committed`` (the newest this
+        member committed): the counter is below it, or the generation is gone although fewer than
+        ``retention`` newer ones were written since (a failover to a lagging standby, a database
+        restored from an older backup, others writing on top of it since). None when it is there."""
         with pool_connection(self._place.pool) as conn:
-            row = conn.execute(self._q("SELECT generation FROM {s}.counter")).fetchone()
-        current = int(row[0]) if row else 0
-        return current if current < committed else None
+            row = conn.execute(
+                self._q(
+                    "SELECT c.generation, EXISTS (SELECT 1 FROM {s}.generations g WHERE g.generation = %s), "
+                    "(SELECT count(*) FROM {s}.generations g WHERE g.generation > %s) FROM {s}.counter c"
+                ),
+                (committed, committed),
+            ).fetchone()
+        if row is None:
+            return 0
+        current, present, newer = int(row[0]), bool(row[1]), int(row[2])
+        if current < committed or (not present and newer < retention):
+            return min(current, committed - 1)
+        return None
 
     def raise_counter(self, at_least: int) -> None:
         """Move the generation counter past ``at_least``, so no number is used twice for other content."""
