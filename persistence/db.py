@@ -277,13 +277,14 @@ def _drop_dead_owners(pgdata: Path) -> None:
         pids = json.loads(path.read_text() or "[]")
     except ValueError:
         pids = []
-    alive = [pid for pid in pids if _pid_alive(pid)]
+    alive = [pid for pid in pids if pid_alive(pid)]
     if alive != pids:
         logger.info("embedded PostgreSQL: dropping dead owner pids %s", sorted(set(pids) - set(alive)))
         path.write_text(json.dumps(alive))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process ``pid`` runs on this machine (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -347,6 +348,7 @@ __all__ = [
     "embedded_url",
     "mask_url",
     "open_pool",
+    "pid_alive",
     "resolve_url",
     "scrub",
 ]

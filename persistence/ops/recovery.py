@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from persistence.db import pid_alive
 from persistence.memory import MemoryCache
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.ops.backup import BackupWriter
@@ -108,19 +109,9 @@ def kept_files(folder: Path, *, store_id: str, schema: str) -> list[Path]:
     found = list(folder.glob(f"{schema}-{store_id}-m*{SUFFIX}"))
     for taken in folder.glob(f"{schema}-{store_id}-m*{SUFFIX}.p*"):
         pid = taken.suffix[2:]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             found.append(taken)
     return sorted(found)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _take(path: Path) -> Path | None:
