@@ -271,7 +271,8 @@ class CacheCheckpointer(InMemorySaver):
 
         Args:
             strategy: ``"keep_latest"`` keeps the newest checkpoint of each namespace,
-                ``"keep_last"`` keeps the newest ``keep_last``, ``"delete"`` removes the threads.
+                ``"keep_last"`` keeps the newest ``keep_last``, ``"delete"`` (or ``"delete_all"``, as
+                the Agent Server's gRPC path names it) removes the threads.
             keep_last: how many checkpoints ``"keep_last"`` keeps per namespace (>= 1).
         """
         self._check_open()

@@ -336,3 +336,20 @@ def test_a_run_overtaken_by_a_restore_cannot_write_over_it(open_saver: Callable[
     assert saver.get_tuple(thread_config("t")) == restored  # nothing written over the restored state
     # a new run starts from the restored state and is served as usual
     assert chat_turn(graph, "t", "what is my name?") == "Your name is Ana."
+
+
+async def test_aprune_delete_all_removes_the_threads_as_the_agent_server_asks(
+    open_saver: Callable[..., HybridSaver],
+) -> None:
+    """LangGraph Agent Server's gRPC checkpointer path calls ``aprune(ids, strategy="delete_all")``."""
+    saver = open_saver()
+    put_checkpoint(saver, "gone", {"m": 1})
+    put_checkpoint(saver, "kept", {"m": 2})
+    await saver.aprune(["gone"], strategy="delete_all")
+    assert saver.get_tuple({"configurable": {"thread_id": "gone"}}) is None
+    assert saver.get_tuple({"configurable": {"thread_id": "kept"}}) is not None
+    with pytest.raises(ValueError, match="delete_all"):
+        await saver.aprune(["kept"], strategy="nosuch")
+    saver.close()
+    again = open_saver()
+    assert again.thread_ids() == ["kept"]

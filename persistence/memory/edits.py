@@ -149,12 +149,13 @@ class Edits:
 
         Args:
             strategy: ``"keep_latest"`` keeps the newest checkpoint of each namespace,
-                ``"keep_last"`` keeps the newest ``keep_last``, ``"delete"`` removes the threads.
+                ``"keep_last"`` keeps the newest ``keep_last``, ``"delete"`` (or ``"delete_all"``, as
+                the Agent Server's gRPC path names it) removes the threads.
             keep_last: how many checkpoints ``"keep_last"`` keeps per namespace (>= 1).
         """
         if isinstance(thread_ids, str):
             raise TypeError("thread_ids must be a sequence of thread ids, not a str")
-        if strategy == "delete":
+        if strategy in ("delete", "delete_all"):
             for tid in thread_ids:
                 self.delete_thread(tid)
             return
@@ -165,7 +166,9 @@ class Edits:
                 raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
             keep = keep_last
         else:
-            raise ValueError(f"Unknown prune strategy {strategy!r}: use 'keep_latest', 'keep_last' or 'delete'.")
+            raise ValueError(
+                f"Unknown prune strategy {strategy!r}: use 'keep_latest', 'keep_last', 'delete' or 'delete_all'."
+            )
         for tid in dict.fromkeys(thread_ids):
             if isinstance(tid, str):
                 self._apply([tid], lambda e, tid=tid: self._prune(tid, e[0], keep, serde))
