@@ -86,9 +86,6 @@ class Lease:
         """The lease is certainly still valid in the store (a clock read, no round trip)."""
         return time.monotonic() < self.deadline
 
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
     def check(self) -> None:
         """Raise :class:`LeaseExpired` unless the lease is certainly valid (no round trip)."""
         if self.instance_id is not None and time.monotonic() >= self.deadline:
@@ -112,7 +109,7 @@ class Lease:
             self._connect()
 
     def started(self) -> None:
-        """The instance row exists with a fresh lease (see :meth:`insert_sql`): count it, start renewing."""
+        """The instance row exists with a fresh lease (see :meth:`before_insert`): count it, start renewing."""
         self.deadline = self._t_insert + self.seconds - self.margin
         self._stop.clear()
         self._wake = os.pipe()
