@@ -23,6 +23,7 @@ from dashboard.views import StatsHistory
 from persistence import HybridSaver
 from persistence.config import ConfigError, saver_settings
 from persistence.db import describe_url, mask_url, resolve_url
+from persistence.serde import serde_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
         memory_budget=settings.memory_budget,
         name=MEMBER_NAME,
         allow_offline=True,
+        # LANGGRAPH_AES_KEY: the dashboard reads (and its demo chat writes) an encrypted store as LangGraph does
+        serde=serde_from_env(),
     )
     try:
         history = StatsHistory(saver)

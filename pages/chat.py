@@ -35,7 +35,10 @@ with st.sidebar:
         args=(threads.new_thread_id(),),
     )
     query = st.text_input(
-        "Find a chat", key="chat_search", placeholder="words, title or id", label_visibility="collapsed"
+        "Find a chat",
+        key="chat_search",
+        placeholder="thread id (encrypted store)" if saver.encrypted else "words, title or id",
+        label_visibility="collapsed",
     )
     limit = st.session_state.get("chat_limit", SIDEBAR_THREADS)
     try:

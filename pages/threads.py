@@ -29,7 +29,15 @@ def _select_next(thread_id: str | None) -> None:
 # -- search and table ----------------------------------------------------------------------------
 started = time.perf_counter()
 search, sort_col, order_col, size_col = st.columns([4, 2, 2, 1])
-query = search.text_input("Search", key="threads_query", placeholder="message text, title or thread id")
+query = search.text_input(
+    "Search",
+    key="threads_query",
+    placeholder="thread id (encrypted store: no text is kept)" if saver.encrypted else "message text, title or thread id",
+    help="This store's savers encrypt (LANGGRAPH_AES_KEY): titles and message text are not kept in the store, so "
+    "search matches thread ids."
+    if saver.encrypted
+    else None,
+)
 sort_label = sort_col.selectbox("Sort by", list(views.THREAD_SORTS), key="threads_sort")
 descending = (
     order_col.segmented_control("Order", ["desc", "asc"], default="desc", key="threads_order", required=True) != "asc"

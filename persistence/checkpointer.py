@@ -54,6 +54,8 @@ class Tenure(Protocol):
 
 #: PostgreSQL refuses a bytea over 1 GB; refuse such values at ``put`` instead of at backup.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
+#: seconds of lease an async write needs left to run on the event loop (else it runs in a worker thread)
+INLINE_LEASE_MARGIN = 0.5
 
 
 class CacheCheckpointer(InMemorySaver):
@@ -248,6 +250,37 @@ class CacheCheckpointer(InMemorySaver):
             [thread_id],
             lambda e: put_task_writes(self.cache, self, e[0], config, writes, task_id, task_path, outer, limit),
         )
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        if self._inline(config):
+            return self.put(config, checkpoint, metadata, new_versions)
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        if self._inline(config):
+            return self.put_writes(config, writes, task_id, task_path)
+        return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    def _inline(self, config: RunnableConfig) -> bool:
+        """An async write may run on the event loop only when it cannot wait on PostgreSQL: its thread is
+        in memory, no budget can make it back up or evict first, and the lease needs no renewal. Any
+        other runs in a worker thread, so the loop is never held by a load, a pressure backup or a renewal."""
+        if self.cache.residency.budget is not None or not self._resident_now(config):
+            return False
+        tenure = self._tenure
+        return tenure is None or time.monotonic() < tenure.lease_deadline - INLINE_LEASE_MARGIN
 
     # -- edits --------------------------------------------------------------------------------------
 

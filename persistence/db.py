@@ -140,7 +140,7 @@ def check_connection(url: str, timeout: int = CONNECT_TIMEOUT) -> None:
         raise DatabaseUnavailable(
             f"Cannot connect to {describe_url(url)}: {reason}. "
             "Check that the server is running and reachable, that the database exists and the "
-            "credentials are right, then fix DATABASE_URL (or unset it to use the embedded server)."
+            "credentials in DATABASE_URL are right."
         ) from None
 
 

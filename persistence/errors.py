@@ -43,6 +43,14 @@ class ThreadNotFound(HybridSaverError, LookupError):
     """The asked thread is not in the generation (or not in memory)."""
 
 
+class StoreNotFound(HybridSaverError, LookupError):
+    """There is no store (at this library's version) in the schema, and the command creates none."""
+
+
+class StoreTooNew(HybridSaverError):
+    """The store was migrated by a newer version of the library."""
+
+
 class SaverClosed(HybridSaverError):
     """The saver was used after ``close()``."""
 
@@ -68,6 +76,8 @@ __all__ = [
     "InvalidValue",
     "SaverClosed",
     "StoreLocked",
+    "StoreNotFound",
+    "StoreTooNew",
     "ThreadBusy",
     "ThreadNotFound",
 ]

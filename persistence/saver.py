@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import ConnectionPool
 
 from persistence.checkpointer import MAX_VALUE_BYTES, CacheCheckpointer
-from persistence.config import check_saver_options
+from persistence.config import (
+    ConfigError,
+    SaverOptions,
+    check_saver_options,
+    database_url,
+    parse_duration,
+    saver_settings,
+)
 from persistence.db import open_pool
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import Member, Membership
@@ -41,7 +49,8 @@ from persistence.ops.scheduler import BackupScheduler, check_interval
 from persistence.ops.settings import Settings
 from persistence.preflight import check_sessions
 from persistence.records import BackupRun, RestoreResult, SaverStats
-from persistence.store import DEFAULT_SCHEMA, Generation, Store
+from persistence.serde import KEY_VARIABLE, encrypts, serde_from_env
+from persistence.store import DEFAULT_SCHEMA, Generation, RestoreWindow, Store
 from persistence.store.link import DatabaseLink
 
 logger = logging.getLogger(__name__)
@@ -71,6 +80,7 @@ class HybridSaver(CacheCheckpointer):
         conninfo: str | None = None,
         backup_interval: float | None = DEFAULT_INTERVAL,
         retention: int = DEFAULT_RETENTION,
+        retention_age: float | str | None = None,
         schema: str = DEFAULT_SCHEMA,
         serde: SerializerProtocol | None = None,
         handle_signals: bool = True,
@@ -88,6 +98,10 @@ class HybridSaver(CacheCheckpointer):
         if backup_interval is not None:
             backup_interval = check_interval(backup_interval)
         check_saver_options(retention, memory_budget, handoff_timeout, name)
+        try:
+            age = parse_duration(retention_age)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         self.conninfo = conninfo or pool.conninfo
         # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
         # of the saver, and must see it closed too
@@ -106,15 +120,20 @@ class HybridSaver(CacheCheckpointer):
             cache, store, link, serde=serde, max_value_bytes=max_value_bytes, tenure=ownership, closed=closed_event
         )
         self.retention = retention
+        #: seconds: generations younger than this are kept whatever their count (None: the count alone)
+        self.retention_age = age
         self.memory_budget = memory_budget
         self.name = name
         self.handoff_timeout = float(handoff_timeout)
-        self.summarize = summarize
+        #: the serde encrypts: nothing of a conversation goes to the store in clear (no summary text)
+        self.encrypted = encrypts(self.serde)
+        self.summarize = summarize and not self.encrypted
         self._close_lock = threading.Lock()
         self.close_timeout = float(close_timeout)
         self._recovery = recovery = Recovery(cache, store, recovery_dir_of(recovery_dir))
         self._writer = writer = BackupWriter(
             cache, store, link, ownership, membership, serde=self.serde, summarize=summarize, retention=retention,
+            retention_age=age,
             attach=self._attach, closed=closed, written=recovery.written,
         )  # fmt: skip
         cache.bind(ownership.load_threads, writer)
@@ -137,6 +156,7 @@ class HybridSaver(CacheCheckpointer):
             messenger,
             settings,
             recovery,
+            serde=self.serde,
             budget=memory_budget,
             listen=handler,
         )
@@ -152,28 +172,70 @@ class HybridSaver(CacheCheckpointer):
         *,
         backup_interval: float | None = DEFAULT_INTERVAL,
         retention: int = DEFAULT_RETENTION,
+        retention_age: float | str | None = None,
         schema: str = DEFAULT_SCHEMA,
         pool_size: int = 4,
         allow_offline: bool = False,
-        **kwargs: Any,
+        serde: SerializerProtocol | None = None,
+        handle_signals: bool = True,
+        listen: bool = True,
+        max_value_bytes: int = MAX_VALUE_BYTES,
+        memory_budget: int | None = None,
+        name: str | None = None,
+        handoff_timeout: float = DEFAULT_HANDOFF,
+        lease_seconds: float = DEFAULT_LEASE,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        recovery_dir: str | Path | None = None,
+        summarize: bool = True,
     ) -> HybridSaver:
         """Open a pool on ``url`` and return a ready saver: schema set up, member of the store's
         fleet, threads loaded (all of them, or the most recent in the background with a
         ``memory_budget``), backup job started. The saver owns the pool and closes it in ``close()``.
 
-        With ``allow_offline`` a saver whose database is unreachable still starts and serves from
-        memory; it attaches (and backs up what it was told) as soon as the database answers.
+        Blocks while it connects and loads; in async code use :meth:`afrom_url`. It reads no
+        environment variable for these arguments (:meth:`from_env` does), except the two every saver
+        reads: ``HYBRID_SAVER_RECOVERY_DIR`` (when ``recovery_dir`` is None) and ``HYBRID_SAVER_NO_SIGNALS``.
+
+        Args:
+            url: a PostgreSQL connection string, ``postgresql://user:password@host:5432/dbname`` (several
+                hosts with ``target_session_attrs=read-write`` follow a failover).
+            backup_interval: seconds between scheduled backups (0.01 s to a week); None: only on demand
+                and at close. A saver with a ``name`` keeps the interval set at run time in the store.
+            retention: generations kept, at least 2 (so a restore can be undone).
+            retention_age: generations younger than this are kept whatever their count: seconds, or a
+                duration like ``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``; None: the count alone.
+            schema: the PostgreSQL schema of the store (one store per schema).
+            pool_size: connections of the pool; the member uses 3 more (lease, LISTEN, a restore).
+            allow_offline: start and serve from memory when the database cannot be reached, and attach
+                (backing up what was written meanwhile) as soon as it answers.
+            serde: LangGraph's serializer (e.g. an ``EncryptedSerializer``); None: LangGraph's default.
+            handle_signals: take a final backup on SIGTERM (only in the main thread of a program that
+                installed no SIGTERM handler of its own); False leaves SIGTERM alone.
+            listen: answer other members' commands (handoffs, backups, restores, settings) over LISTEN.
+            max_value_bytes: the largest serialized value a write may carry; larger ones are refused.
+            memory_budget: bytes of threads kept resident (at least 64 KiB); least recently used clean
+                threads are evicted and load again on demand. None: every thread stays in memory.
+            name: the member's name; its interval and pause are kept under it across restarts.
+            handoff_timeout: seconds to wait for another member to hand a thread over before ``ThreadBusy``.
+            lease_seconds: how long the store counts this member alive after a renewal (0.5 s to an
+                hour): what a ``kill -9`` costs in takeover time. Keep it under ``handoff_timeout``.
+            close_timeout: seconds ``close()`` retries a failing final backup before it keeps the changes
+                in a recovery file.
+            recovery_dir: where ``close()`` keeps what it could not back up; None:
+                ``HYBRID_SAVER_RECOVERY_DIR``, else ``.hybrid-saver/recovery`` in the working directory.
+            summarize: keep each thread's title and text in the store for the console's search (never
+                for an encrypting ``serde``).
 
         Raises:
-            DatabaseUnavailable: ``url`` is malformed or the database cannot be reached.
+            DatabaseUnavailable: ``url`` is malformed or the database cannot be reached (without
+                ``allow_offline``).
+            ValueError: an argument is out of range; the message names it and the fix.
         """
         if not isinstance(url, str):
             raise DatabaseUnavailable(
                 f"The database URL must be a str, got {type(url).__name__}; pass a connection string like "
                 "postgresql://user:password@host:5432/dbname (or set DATABASE_URL)."
             )
-        handle_signals = kwargs.pop("handle_signals", True)
-        kwargs.pop("start", None)
         offline_error: DatabaseUnavailable | None = None
         try:
             check_sessions(url, needed=pool_size + 3)
@@ -189,10 +251,20 @@ class HybridSaver(CacheCheckpointer):
                 conninfo=url,
                 backup_interval=backup_interval,
                 retention=retention,
+                retention_age=retention_age,
                 schema=schema,
-                start=False,
+                serde=serde,
                 handle_signals=handle_signals,
-                **kwargs,
+                start=False,
+                listen=listen,
+                max_value_bytes=max_value_bytes,
+                memory_budget=memory_budget,
+                name=name,
+                handoff_timeout=handoff_timeout,
+                lease_seconds=lease_seconds,
+                close_timeout=close_timeout,
+                recovery_dir=recovery_dir,
+                summarize=summarize,
             )
             saver._link.owns_pool = True
             if offline_error is not None:
@@ -204,6 +276,57 @@ class HybridSaver(CacheCheckpointer):
             pool.close()
             raise
         return saver
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Unpack[SaverOptions]) -> HybridSaver:
+        """:meth:`from_url` configured from the environment (``env``, default ``os.environ``).
+
+        Reads ``DATABASE_URL`` (required), ``BACKUP_INTERVAL`` (seconds; ``0``/``off``: none scheduled),
+        ``BACKUP_RETENTION`` (generations), ``BACKUP_RETENTION_AGE`` (``7d``, ``12h``, ``30m``, ``90s`` or
+        seconds), ``MEMORY_BUDGET`` (``512MB``, ``2GiB``, bytes), ``HYBRID_SAVER_NAME``,
+        ``HYBRID_SAVER_SCHEMA``, ``HYBRID_SAVER_POOL_SIZE`` and ``LANGGRAPH_AES_KEY`` (when set, the
+        saver encrypts with LangGraph's AES ``EncryptedSerializer``, as the dashboard and the CLI read
+        it; needs the ``encryption`` extra). An unset variable leaves ``from_url``'s default. Keyword
+        ``options`` (any of ``from_url``'s) win over the environment: their variables are not read.
+
+        Raises:
+            ConfigError: ``DATABASE_URL`` is missing, or a variable has a value that cannot be used.
+            EncryptedStore: ``LANGGRAPH_AES_KEY`` is set but unusable (wrong length, no pycryptodome).
+            DatabaseUnavailable: the database cannot be reached.
+        """
+        env = os.environ if env is None else env
+        url = database_url(env)
+        merged = saver_settings(env, skip=options.keys()).kwargs()
+        if "serde" not in options and env.get(KEY_VARIABLE, ""):
+            merged["serde"] = serde_from_env(env)
+        merged.update(options)
+        return cls.from_url(url, **merged)
+
+    @classmethod
+    async def afrom_url(cls, url: str, **options: Unpack[SaverOptions]) -> HybridSaver:
+        """:meth:`from_url` in a worker thread, off the event loop: ``saver = await HybridSaver.afrom_url(url)``,
+        or ``async with await HybridSaver.afrom_url(url) as saver:`` (leaving it closes the saver off the
+        loop too). If the awaiting task is cancelled, the saver the thread still builds is closed."""
+        return await cls._off_loop(lambda: cls.from_url(url, **options))
+
+    @classmethod
+    async def afrom_env(cls, env: Mapping[str, str] | None = None, **options: Unpack[SaverOptions]) -> HybridSaver:
+        """:meth:`from_env` in a worker thread, off the event loop (see :meth:`afrom_url`)."""
+        return await cls._off_loop(lambda: cls.from_env(env, **options))
+
+    @staticmethod
+    async def _off_loop(build: Callable[[], HybridSaver]) -> HybridSaver:
+        building = asyncio.ensure_future(asyncio.to_thread(build))
+        try:
+            return await asyncio.shield(building)
+        except asyncio.CancelledError:
+            # nobody will get the saver: close it (final backup, leaves the fleet) once it is built
+            def close_unclaimed(done: asyncio.Future[HybridSaver]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    threading.Thread(target=done.result().close, name="hybrid-saver-unclaimed-close").start()
+
+            building.add_done_callback(close_unclaimed)
+            raise
 
     def _start(self, handle_signals: bool, allow_offline: bool = False) -> None:
         if self._link.attach_error is None:
@@ -325,6 +448,13 @@ class HybridSaver(CacheCheckpointer):
     def history(self) -> Any:
         """The recent runs of this saver (a deque, oldest first)."""
         return self._writer.history
+
+    def restore_window(self) -> RestoreWindow | None:
+        """How far back a restore can go: the oldest and newest kept generations and their times
+        (None before the first backup). Set by ``retention`` (a count of generations written by time or
+        by hand) and ``retention_age`` (a minimum age)."""
+        self._check_open()
+        return self.store.upkeep.window()
 
     def generations(self, limit: int | None = None) -> list[Generation]:
         """Kept generations, newest first (``.generation``, ``.taken_at``, ``.checkpoints``)."""

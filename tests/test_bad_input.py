@@ -221,7 +221,7 @@ def test_a_thread_held_by_a_member_that_does_not_answer(saved: Saved) -> None:
 @pytest.mark.parametrize("generation", [999, -1, 0], ids=["999", "negative", "zero"])
 def test_unknown_generation(saved: Saved, generation: int) -> None:
     before = memory_state(saved.saver)
-    with pytest.raises(GenerationNotFound, match=rf"Generation {generation} does not exist.*python -m persistence"):
+    with pytest.raises(GenerationNotFound, match=rf"Generation {generation} does not exist.*hybrid-saver generations"):
         saved.saver.restore(generation)
     assert memory_state(saved.saver) == before
     saved.assert_intact()

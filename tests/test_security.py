@@ -261,7 +261,7 @@ CLI_COMMANDS = {
     "status": ["--schema", "cli", "status"],
     "backup": ["--schema", "cli", "backup"],
     "generations": ["--schema", "cli", "generations"],
-    "restore": ["--schema", "cli", "restore", "1"],
+    "restore": ["--schema", "cli", "restore", "1", "--yes"],
     "restore-unknown": ["--schema", "cli", "restore", "999"],
     "export": ["--schema", "cli", "export", "ana"],
     "export-unknown": ["--schema", "cli", "export", "nobody"],

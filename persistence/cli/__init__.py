@@ -1,22 +1,26 @@
-"""Command line for operators: ``python -m persistence status|members|backup|generations|restore|verify|export``.
+"""Command line for operators: ``hybrid-saver status|members|backup|generations|restore|verify|export|sql|
+import-postgres-saver`` (also ``python -m persistence``).
 
-Works against ``DATABASE_URL`` (or the embedded database). Reading commands read the store and never
-block writers. ``backup`` and ``restore`` ask the live members of the store (the processes serving
-it) to act; with no live member nothing is pending, and a restore is run from here.
+Works against ``DATABASE_URL`` (or the embedded database). Reading commands read the store, never
+block writers and never create or migrate anything. ``backup`` and ``restore`` ask the live members
+of the store (the processes serving it) to act; with no live member nothing is pending, and a restore
+is run from here.
 
 Lives here: :func:`main` (the ``hybrid-saver`` console script and ``python -m persistence``), ``parser``
-(the arguments), ``commands`` (one function per command) and ``lines`` (how a run or a member is
-printed). The top layer: may import the whole library (store, fleet, the saver); nothing imports it.
+(the arguments), ``commands`` (one function per command), ``importing`` (the PostgresSaver importer's
+command) and ``lines`` (how a run or a member is printed). The top layer: may import the whole library
+(store, fleet, the saver); nothing imports it.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
-from persistence.cli import commands
-from persistence.cli.parser import build_parser
+from persistence.cli import commands, importing
+from persistence.cli.parser import READING, build_parser, options
 from persistence.db import open_pool, resolve_url, scrub
 from persistence.errors import HybridSaverError
 from persistence.fleet import Membership
@@ -25,8 +29,13 @@ from persistence.store import Store
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command (``argv`` as on the command line, default ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
+    args = options(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(signal, "SIGPIPE"):
+        # `hybrid-saver status | head` ends quietly, as other command-line tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if args.command == "sql":
+        return commands.sql(args.schema)
     url = ""
     try:
         url = resolve_url()
@@ -36,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         store = Store(pool, args.schema)
-        store.setup()
+        if args.command in READING:
+            store.check_readable()
+        else:
+            store.setup()
         membership = Membership(pool, url, args.schema)
         if args.command == "status":
             return commands.status(store, membership, url)
@@ -49,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "restore":
             return commands.restore(store, membership, url, args)
         if args.command == "verify":
-            return commands.verify(store, args.generation)
+            return commands.verify(store, args.generation, args.thread_id)
+        if args.command == "import-postgres-saver":
+            return importing.run(args, url)
         return commands.export(store, args)
     except HybridSaverError as exc:
         print(f"error: {scrub(str(exc), url)}", file=sys.stderr)

@@ -5,11 +5,10 @@ return the exit status. Reading commands read the store and never block writers;
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-from persistence.cli.lines import member_line, run_line
+from persistence.cli.lines import ago, member_line, plural, run_line
 from persistence.config import MIN_BUDGET
 from persistence.db import describe_url
 from persistence.errors import HybridSaverError
@@ -17,7 +16,9 @@ from persistence.export import dumps, export_thread
 from persistence.fleet import Member, Membership
 from persistence.fleet.remote import ask
 from persistence.saver import HybridSaver
-from persistence.store import Store
+from persistence.serde import check_can_read, serde_from_env
+from persistence.store import DEFAULT_SCHEMA, Store
+from persistence.store.schema import ddl
 
 
 def status(store: Store, membership: Membership, url: str) -> int:
@@ -27,9 +28,15 @@ def status(store: Store, membership: Membership, url: str) -> int:
         newest = gens[0]
         print(
             f"newest:    generation {newest.generation} at {newest.taken_at:%Y-%m-%d %H:%M:%S %Z}: "
-            f"{newest.threads} threads, {newest.checkpoints} checkpoints"
+            f"{plural(newest.threads, 'thread')}, {plural(newest.checkpoints, 'checkpoint')}"
         )
-        print(f"kept:      {len(gens)} generations ({gens[-1].generation}..{newest.generation})")
+    window = store.upkeep.window()
+    if window is not None:
+        load = f", {window.by_load} of them written under load" if window.by_load else ""
+        print(
+            f"restorable back to {window.oldest_at:%Y-%m-%d %H:%M:%S %Z} ({ago(window.oldest_at)}): "
+            f"{plural(window.kept, 'generation')} kept, {window.oldest}..{window.newest}{load}"
+        )
     else:
         print("newest:    no generation yet")
     print(f"size:      {store.runs.database_size() / 1e6:.1f} MB")
@@ -56,7 +63,7 @@ def members(membership: Membership) -> int:
 def generations(store: Store, limit: int) -> int:
     gens = store.generations(limit)
     if not gens:
-        print("no generation yet: take one with `python -m persistence backup`")
+        print("no generation yet: take one with `hybrid-saver backup`")
         return 0
     print(f"{'generation':>10}  {'taken at':<19}  {'kind':<8} {'trigger':<11} {'threads':>7} {'checkpoints':>11}")
     for g in gens:
@@ -74,7 +81,7 @@ def _live_members(membership: Membership, only: int | None = None) -> list[Membe
         live = [m for m in live if m.instance_id == only]
         if not live:
             raise HybridSaverError(
-                f"Member {only} is not a live member of the store; `python -m persistence members` lists them."
+                f"Member {only} is not a live member of the store; `hybrid-saver members` lists them."
             )
     return live
 
@@ -95,15 +102,53 @@ def backup(store: Store, membership: Membership, args: argparse.Namespace) -> in
         else:
             print(
                 f"member {m.instance_id}: live saver wrote generation {answer.result['generation']} "
-                f"({answer.result.get('rows', 0)} rows)"
+                f"({plural(answer.result.get('rows', 0), 'row')})"
             )
     return 1 if failed else 0
 
 
+def undo_command(generation: int, thread_id: str | None, schema: str) -> str:
+    """The exact command line that undoes a restore: back to ``generation`` for the same scope and schema."""
+    parts = ["hybrid-saver", "restore", str(generation)]
+    if thread_id is not None:
+        parts += ["--thread", thread_id]
+    else:
+        parts.append("--yes")
+    if schema != DEFAULT_SCHEMA:
+        parts += ["--schema", schema]
+    return shlex.join(parts)
+
+
+def _confirm_all(store: Store, args: argparse.Namespace) -> bool:
+    """A restore of every thread goes ahead with --yes, or when the operator types the generation on a terminal."""
+    if args.yes:
+        return True
+    figures = store.directory.store_figures()
+    threads = plural(figures.get("threads", 0), "thread")
+    if not sys.stdin.isatty():
+        print(
+            f"error: restoring generation {args.generation} rewrites every thread of the store ({threads} now). "
+            "Nothing was changed. Add --yes to do it without a terminal, or --thread THREAD_ID for one thread.",
+            file=sys.stderr,
+        )
+        return False
+    print(f"This restores every thread of schema {store.schema!r} ({threads} now) to generation {args.generation}.")
+    try:
+        typed = input(f"Type {args.generation} to go on: ").strip()
+    except EOFError:
+        typed = ""
+    if typed != str(args.generation):
+        print("not restored: nothing was changed", file=sys.stderr)
+        return False
+    return True
+
+
 def restore(store: Store, membership: Membership, url: str, args: argparse.Namespace) -> int:
     store.get_generation(args.generation)
+    if args.thread_id is None and not _confirm_all(store, args):
+        return 1
     live = _live_members(membership)
-    scope = f"thread {args.thread_id!r}" if args.thread_id else "all threads"
+    scope = f"thread {args.thread_id!r}" if args.thread_id else "every thread"
     if live:
         answer = ask(
             store.pool,
@@ -121,8 +166,9 @@ def restore(store: Store, membership: Membership, url: str, args: argparse.Names
         result = answer.result
         print(
             f"live saver (member {live[0].instance_id}) restored {scope} from generation {args.generation} as "
-            f"generation {result['generation']}. Undo: python -m persistence restore {result['undo_generation']}"
+            f"generation {result['generation']}."
         )
+        print(f"undo: {undo_command(result['undo_generation'], args.thread_id, store.schema)}")
         return 0
     saver = HybridSaver.from_url(
         url,
@@ -131,6 +177,7 @@ def restore(store: Store, membership: Membership, url: str, args: argparse.Names
         listen=False,
         handle_signals=False,
         memory_budget=MIN_BUDGET,
+        serde=serde_from_env(),
     )
     try:
         done = saver.restore(args.generation, args.thread_id, on_damage=args.on_damage)
@@ -138,19 +185,21 @@ def restore(store: Store, membership: Membership, url: str, args: argparse.Names
         saver.close()
     print(
         f"restored {scope} from generation {done.restored_from} as generation {done.generation} "
-        f"({done.checkpoints} checkpoints). Undo: python -m persistence restore {done.undo_generation}"
+        f"({plural(done.checkpoints, 'checkpoint')})."
     )
+    print(f"undo: {undo_command(done.undo_generation, args.thread_id, store.schema)}")
     if done.damaged:
-        print(f"left out {len(done.damaged)} damaged rows: {done.damaged[:10]}")
+        print(f"left out {plural(len(done.damaged), 'damaged row')}: {done.damaged[:10]}")
     return 0
 
 
-def verify(store: Store, generation: int) -> int:
-    rows, damaged = store.upkeep.verify_generation(generation)
+def verify(store: Store, generation: int, thread_id: str | None = None) -> int:
+    rows, damaged = store.upkeep.verify_generation(generation, thread_id)
+    what = f"generation {generation}" + (f", thread {thread_id!r}" if thread_id is not None else "")
     if not damaged:
-        print(f"generation {generation}: {rows:,} rows checked, all intact")
+        print(f"{what}: {plural(rows, 'row')} checked, all intact")
         return 0
-    print(f"generation {generation}: {rows:,} rows checked, {len(damaged)} damaged:")
+    print(f"{what}: {plural(rows, 'row')} checked, {len(damaged)} damaged:")
     for tid, what in damaged[:50]:
         print(f"  thread {tid!r}: {what}")
     return 1
@@ -162,9 +211,14 @@ def export(store: Store, args: argparse.Namespace) -> int:
     snap = store.load(args.generation, args.thread_id)
     if args.thread_id not in snap.storage:
         where = f"generation {args.generation}" if args.generation is not None else "the newest generation"
-        print(f"thread {args.thread_id!r} is not in {where}; see `python -m persistence generations`", file=sys.stderr)
+        print(f"thread {args.thread_id!r} is not in {where}; see `hybrid-saver generations`", file=sys.stderr)
         return 1
-    text = dumps(export_thread(args.thread_id, snap.storage, snap.writes, snap.blobs, JsonPlusSerializer()))
+    serde = serde_from_env()
+    for namespaces in snap.storage.values():
+        for checkpoints in namespaces.values():
+            for saved in checkpoints.values():
+                check_can_read(saved[0][0], serde, f"Thread {args.thread_id!r}")
+    text = dumps(export_thread(args.thread_id, snap.storage, snap.writes, snap.blobs, serde))
     if args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output} ({len(text):,} characters)")
@@ -173,4 +227,9 @@ def export(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["backup", "export", "generations", "members", "restore", "status", "verify"]
+def sql(schema: str) -> int:
+    print(ddl(schema), end="")
+    return 0
+
+
+__all__ = ["backup", "export", "generations", "members", "restore", "sql", "status", "undo_command", "verify"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +18,24 @@ def run_line(run: dict) -> str:
         f"{run['started_at']:%Y-%m-%d %H:%M:%S} {run['trigger']:<11}{member} {what} "
         f"lag={run.get('lag_seconds', 0):.2f}s {status}{folded}"
     )
+
+
+def plural(n: int, word: str) -> str:
+    """``1 thread``, ``2 threads``, ``1,024 rows``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def ago(when: datetime, now: datetime | None = None) -> str:
+    """How long ago ``when`` was, in the largest unit that fits: ``45 s ago``, ``3 h 20 min ago``, ``2 d 4 h ago``."""
+    seconds = max(0, int(((now or datetime.now(UTC)) - when).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return f"{minutes} min ago"
+    if days < 1:
+        return f"{hours} h {minutes % 60} min ago"
+    return f"{days} d {hours % 24} h ago"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -44,4 +63,4 @@ def member_line(m: Member) -> str:
     )
 
 
-__all__ = ["fmt_bytes", "member_line", "run_line"]
+__all__ = ["ago", "fmt_bytes", "member_line", "plural", "run_line"]

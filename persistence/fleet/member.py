@@ -113,6 +113,11 @@ class FleetMember:
                 cache.complete = False
         return {"released": len(pairs), "busy": busy}
 
+    def held(self, thread_ids: Sequence[str] | None = None) -> list[str]:
+        """Of ``thread_ids`` (None: all), the threads this member serves now (in memory)."""
+        entries = self._cache.entries
+        return sorted(entries) if thread_ids is None else [t for t in thread_ids if t in entries]
+
     def heartbeat(self) -> None:
         """Publish this member's figures, give back evicted threads, and now and then reap members whose
         lease expired (the lease itself is renewed on a connection of its own, see ``lease.py``)."""

@@ -284,7 +284,7 @@ def ask(
     if found is None:
         raise CommandTimeout(
             f"Member {target} did not answer the {op!r} command within {timeout:.0f} s. Check that its process "
-            "is running and not stuck (`python -m persistence members` lists the members and their heartbeats)."
+            "is running and not stuck (`hybrid-saver members` lists the members and their heartbeats)."
         )
     return found
 

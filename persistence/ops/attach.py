@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from persistence.db import DB_ERRORS, _first_line, describe_url
 from persistence.errors import DatabaseUnavailable
@@ -18,6 +19,7 @@ from persistence.memory import MemoryCache
 from persistence.ops.recovery import Recovery
 from persistence.ops.settings import Settings
 from persistence.preflight import refuse_standby
+from persistence.serde import check_can_read, encrypts
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
 
@@ -38,6 +40,7 @@ class Attachment:
         settings: Settings,
         recovery: Recovery,
         *,
+        serde: SerializerProtocol,
         budget: int | None,
         listen: remote.Handler | None,
     ) -> None:
@@ -50,6 +53,7 @@ class Attachment:
         self._settings = settings
         self._recovery = recovery
         self._budget = budget
+        self._serde = serde
         #: what runs the commands sent to this member (None: it answers none)
         self._handler = listen
         #: the newest generation of the store when this saver attached
@@ -69,6 +73,7 @@ class Attachment:
         try:
             refuse_standby(link.pool)
             store.setup()
+            self._check_encryption()
             if self._membership.instance_id is None:
                 self._membership.join()
             self._settings.load()
@@ -107,6 +112,21 @@ class Attachment:
             self.loaded_generation,
             len(self._cache.entries),
         )
+
+    def _check_encryption(self) -> None:
+        """Refuse a store this saver cannot decrypt; behind an encrypting serde, clear the summaries'
+        text (written in clear by an earlier saver without encryption)."""
+        store = self._store
+        check_can_read(store.directory.encrypted_type(), self._serde, f"The store in schema {store.schema!r}")
+        if encrypts(self._serde):
+            cleared = store.directory.forget_text()
+            if cleared:
+                logger.warning(
+                    "cleared the title and text of %s in schema %r: this saver's serde encrypts, and the "
+                    "summaries written before were in clear (search now matches thread ids)",
+                    f"{cleared} thread summar{'y' if cleared == 1 else 'ies'}",
+                    store.schema,
+                )
 
 
 __all__ = ["Attachment"]

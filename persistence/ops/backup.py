@@ -27,6 +27,7 @@ from persistence.fleet.ownership import Ownership
 from persistence.memory import MemoryCache
 from persistence.ops.scheduler import BackupScheduler
 from persistence.records import BackupRun
+from persistence.serde import encrypts
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
 
@@ -52,6 +53,7 @@ class BackupWriter:
         serde: SerializerProtocol,
         summarize: bool,
         retention: int,
+        retention_age: float | None = None,
         attach: Callable[[], None],
         closed: Callable[[], bool],
         written: Callable[[], None] | None = None,
@@ -62,8 +64,10 @@ class BackupWriter:
         self._ownership = ownership
         self._membership = membership
         self._serde = serde
-        self._summarize = summarize
+        # an encrypting serde: nothing of a conversation goes to the store in clear, titles and text included
+        self._summarize = summarize and not encrypts(serde)
         self.retention = retention
+        self.retention_age = retention_age
         self._attach = attach
         self._closed = closed
         #: called after every backup that reached PostgreSQL (recovery files are removed then)
@@ -80,6 +84,8 @@ class BackupWriter:
         self._fold_row: int | None = None
         self._retain_after = 0.0
         self._written_since_retention = 0
+        #: (first failure, failed runs in a row) while backups fail
+        self._failing: tuple[datetime, int] | None = None
         #: the newest generation this member committed (a store found behind it lost generations)
         self._committed: int | None = None
 
@@ -145,6 +151,7 @@ class BackupWriter:
                 error=failure,
             )
             logger.warning("backup (%s) failed, %s changes stay pending: %s", trigger, pending, failure)
+            self._note(run)
             self.record(run, request_id, (None, None))
             return run
         with cache.lock:
@@ -201,8 +208,30 @@ class BackupWriter:
         counts = (written.threads, written.checkpoints) if written else (None, None)
         if run.ok:
             logger.debug("backup (%s): generation %s, %s rows", trigger, run.generation, run.rows)
+        self._note(run)
         self.record(run, request_id, counts)
         return run
+
+    def _note(self, run: BackupRun) -> None:
+        """Count failed runs in a row; one line when a backup succeeds after them."""
+        if not run.ok:
+            since, failed = self._failing or (run.started_at, 0)
+            self._failing = (since, failed + 1)
+            return
+        if self._failing is None:
+            return
+        since, failed = self._failing
+        self._failing = None
+        where = f"generation {run.generation}" if run.generation is not None else "the store"
+        logger.warning(
+            "backups work again: %s failed run%s since %s (%.0f s); the %s changes kept pending meanwhile are in %s",
+            failed,
+            "" if failed == 1 else "s",
+            f"{since:%H:%M:%S} UTC",
+            (run.finished_at - since).total_seconds(),
+            run.pending,
+            where,
+        )
 
     def _heal_lost_generations(self) -> None:
         """The store went back in time (a failover to a standby that lagged, a database restored from an
@@ -229,13 +258,13 @@ class BackupWriter:
         """Apply retention every tenth of it, or every few seconds: not a pass per backup."""
         self._written_since_retention += 1
         if self._written_since_retention >= max(1, self.retention // 10) or time.monotonic() >= self._retain_after:
-            self._store.upkeep.apply_retention(self.retention)
+            self._store.upkeep.apply_retention(self.retention, self.retention_age)
             self._retain_after = time.monotonic() + RETAIN_EVERY
             self._written_since_retention = 0
 
     def apply_retention(self) -> None:
         """Drop generations past the retention now (after a restore)."""
-        self._store.upkeep.apply_retention(self.retention)
+        self._store.upkeep.apply_retention(self.retention, self.retention_age)
 
     # -- the record of runs ---------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ from persistence.fleet.member import FleetMember
 from persistence.ops.backup import BackupWriter
 from persistence.ops.restore import Restorer
 from persistence.ops.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class CommandHandler:
@@ -48,12 +51,15 @@ class CommandHandler:
             return self._figures()
         if op == "release":
             asker = command.get("from")
+            thread_ids = [str(t) for t in command.get("thread_ids") or []]
+            restore = bool(command.get("restore"))
+            if restore:
+                self._log_restore(asker, thread_ids)
             return self._member.release_threads(
-                [str(t) for t in command.get("thread_ids") or []],
-                restore=bool(command.get("restore")),
-                to=int(asker) if asker is not None and not command.get("restore") else None,
+                thread_ids, restore=restore, to=int(asker) if asker is not None and not restore else None
             )
         if op == "release_all":
+            self._log_restore(command.get("from"), None)
             return self._member.release_threads(None, restore=True)
         if op == "restore":
             result = self._restorer.restore(
@@ -73,6 +79,21 @@ class CommandHandler:
         if op == "status":
             return self._figures()
         raise ValueError(f"unknown command {op!r}")
+
+    def _log_restore(self, asker: object, thread_ids: list[str] | None) -> None:
+        """One line when a restore run elsewhere rewrites threads this member serves."""
+        held = self._member.held(thread_ids)
+        if not held:
+            return
+        who = f"member {asker}" if asker is not None else "another process"
+        shown = ", ".join(repr(t) for t in held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        logger.warning(
+            "a restore run by %s rewrites %s this member serves (%s): it backs up what it holds, gives them up, "
+            "and serves the restored state from their next use",
+            who,
+            f"{len(held)} thread{'' if len(held) == 1 else 's'}",
+            shown,
+        )
 
 
 __all__ = ["CommandHandler"]

@@ -143,7 +143,7 @@ class Restorer:
             if thread_id is not None and not self._store.has_thread(generation, thread_id):
                 raise ThreadNotFound(
                     f"Thread {thread_id!r:.120} is not in generation {generation}. "
-                    "Pick a generation that holds it (the Restore page or `python -m persistence generations`)."
+                    "Pick a generation that holds it (the Restore page or `hybrid-saver generations`)."
                 )
             report("checking", 0.0, f"checking the rows of generation {generation} against their checksums")
             _rows, damaged = self._store.upkeep.verify_generation(generation, thread_id)

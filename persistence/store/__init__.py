@@ -13,7 +13,7 @@ retention); ``summary`` (the title and text of a thread, for the summaries a bac
 
 from persistence.store.directory import ThreadDirectory
 from persistence.store.generations import Store
-from persistence.store.records import Changes, Generation, Snapshot, Written
+from persistence.store.records import Changes, Generation, RestoreWindow, Snapshot, Written
 from persistence.store.runs import RunLog
 from persistence.store.schema import (
     CONTENT_LIMIT,
@@ -28,6 +28,7 @@ from persistence.store.schema import (
 from persistence.store.upkeep import GenerationUpkeep
 
 __all__ = [
+    "RestoreWindow",
     "CONTENT_LIMIT",
     "DEFAULT_SCHEMA",
     "MIGRATIONS",

@@ -116,5 +116,32 @@ class ThreadDirectory:
             ).fetchone()
         return {"threads": int(row[0]), "checkpoints": int(row[1]), "bytes": int(row[2])} if row else {}
 
+    # -- encryption ---------------------------------------------------------------------------
+
+    def encrypted_type(self) -> str | None:
+        """The type tag of an encrypted checkpoint in the store (``msgpack+aes``), or None when the
+        newest checkpoints of its threads are in clear (one is enough: a store is written by one serde)."""
+        with pool_connection(self._place.pool) as conn:
+            row = conn.execute(
+                self._q(
+                    "SELECT checkpoint_type FROM (SELECT checkpoint_type FROM {s}.checkpoints "
+                    "WHERE deleted_gen IS NULL ORDER BY added_gen DESC LIMIT 100) newest "
+                    "WHERE position('+' IN checkpoint_type) > 0 LIMIT 1"
+                )
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def forget_text(self) -> int:
+        """Clear the title and message text of every summary, kept ones included (a store whose savers
+        encrypt keeps nothing of a conversation in clear). Returns the summaries cleared."""
+        with pool_connection(self._place.pool) as conn:
+            cur = conn.execute(
+                self._q(
+                    "UPDATE {s}.summaries SET title = NULL, content = NULL "
+                    "WHERE title IS NOT NULL OR content IS NOT NULL"
+                )
+            )
+            return max(cur.rowcount, 0)
+
 
 __all__ = ["ThreadDirectory"]

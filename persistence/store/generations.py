@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from persistence.db import pool_connection
-from persistence.errors import GenerationNotFound
+from persistence.errors import GenerationNotFound, StoreNotFound, StoreTooNew
 from persistence.store.directory import ThreadDirectory
 from persistence.store.place import Place
 from persistence.store.records import Changes, Generation, Snapshot, Written
@@ -73,20 +73,63 @@ class Store:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('hybrid_saver.setup'))")
             # CREATE ... IF NOT EXISTS needs CREATE privilege even when the object exists: look first,
             # so a role given only USAGE (and table rights) on an existing store can use it
-            exists = conn.execute(
-                "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (self.schema,)
+            # (and CREATE SCHEMA IF NOT EXISTS needs CREATE on the database: a schema a DBA made and
+            # granted USAGE, CREATE on is used as it is)
+            found = conn.execute(
+                "SELECT to_regnamespace(format('%%I', %s::text)) IS NOT NULL, "
+                "to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL",
+                (self.schema, self.schema),
             ).fetchone()
-            if not (exists and exists[0]):
-                conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
-                conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.schema_version (v integer PRIMARY KEY)"))
+            schema_exists, versioned = found if found else (False, False)
+            if not schema_exists:
+                conn.execute(self._q("CREATE SCHEMA {s}"))
+            if not versioned:
+                conn.execute(self._q("CREATE TABLE {s}.schema_version (v integer PRIMARY KEY)"))
             row = conn.execute(self._q("SELECT coalesce(max(v), 0) FROM {s}.schema_version")).fetchone()
             current = row[0] if row else 0
+            if current > len(MIGRATIONS):
+                raise StoreTooNew(
+                    f"The store in schema {self.schema!r} is at version {current}, newer than this library's "
+                    f"{len(MIGRATIONS)}: upgrade hybrid-saver to use it."
+                )
             for version, migration in enumerate(MIGRATIONS, start=1):
                 if version <= current:
                     continue
                 conn.execute(self._q(migration))
                 conn.execute(self._q("INSERT INTO {s}.schema_version (v) VALUES (%s)"), (version,))
                 logger.info("applied migration %s to schema %s", version, self.schema)
+
+    def check_readable(self) -> None:
+        """Make sure the schema holds a store at this library's version, creating and migrating nothing
+        (the reading commands' check).
+
+        Raises:
+            StoreNotFound: there is no store in the schema, or it is at an older version (a saver of this
+                version migrates it when it starts).
+            StoreTooNew: the store was migrated by a newer version of the library.
+        """
+        with pool_connection(self.pool) as conn:
+            row = conn.execute(
+                "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (self.schema,)
+            ).fetchone()
+            if not (row and row[0]):
+                raise StoreNotFound(
+                    f"There is no store in schema {self.schema!r} of this database (nothing was created). "
+                    "Check --schema and DATABASE_URL; a saver creates the store when it first starts."
+                )
+            got = conn.execute(self._q("SELECT coalesce(max(v), 0) FROM {s}.schema_version")).fetchone()
+        version = int(got[0]) if got else 0
+        if version < len(MIGRATIONS):
+            raise StoreNotFound(
+                f"The store in schema {self.schema!r} is at version {version}, this library reads version "
+                f"{len(MIGRATIONS)}; nothing was changed. Start a saver of this version on it once (it migrates "
+                "the store), or use the library version that wrote it."
+            )
+        if version > len(MIGRATIONS):
+            raise StoreTooNew(
+                f"The store in schema {self.schema!r} is at version {version}, newer than this library's "
+                f"{len(MIGRATIONS)}: upgrade hybrid-saver to read it."
+            )
 
     def identity(self) -> str:
         """The store's id (a UUID made when its schema was created): the same store under any URL."""
@@ -132,7 +175,7 @@ class Store:
         span = f"{kept[-1].generation}..{kept[0].generation}" if kept else "none yet"
         raise GenerationNotFound(
             f"Generation {generation} does not exist in store {self.schema!r} (kept generations: {span}). "
-            "List them with `python -m persistence generations`."
+            "List them with `hybrid-saver generations`."
         )
 
     def write_generation(

@@ -25,6 +25,20 @@ class Generation:
     thread_id: str | None = None
 
 
+@dataclass(frozen=True)
+class RestoreWindow:
+    """How far back a restore can go: the kept generations, oldest and newest."""
+
+    oldest: int
+    newest: int
+    #: generations kept
+    kept: int
+    oldest_at: datetime
+    newest_at: datetime
+    #: of them, written because of load (memory pressure, handoffs): never counted by retention
+    by_load: int = 0
+
+
 @dataclass
 class Changes:
     """What one backup writes: rows to add, keys to tombstone, threads deleted as a whole, and the
@@ -97,4 +111,4 @@ class Snapshot:
         return sum(len(ns) for t in self.storage.values() for ns in t.values())
 
 
-__all__ = ["Changes", "Generation", "Snapshot", "Written"]
+__all__ = ["Changes", "Generation", "RestoreWindow", "Snapshot", "Written"]

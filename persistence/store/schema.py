@@ -196,6 +196,30 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def ddl(schema: str) -> str:
+    """The SQL that creates a store in ``schema`` at the current version, for a DBA to review and apply
+    (what a saver's first start runs: the schema, the version table, every migration)."""
+    from psycopg import sql
+
+    ident = sql.Identifier(schema).as_string(None)
+    parts = [
+        f"-- HybridSaver store, schema version {len(MIGRATIONS)}. Apply with: psql -v ON_ERROR_STOP=1 -f FILE",
+        "-- The role the savers run as then needs USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on its",
+        "-- tables and USAGE on its sequences (or CREATE on the schema, for later migrations).",
+        "BEGIN;",
+        f"CREATE SCHEMA IF NOT EXISTS {ident};",
+        f"CREATE TABLE {ident}.schema_version (v integer PRIMARY KEY);",
+    ]
+    for version, migration in enumerate(MIGRATIONS, start=1):
+        body = "\n".join(line[4:] if line.startswith("    ") else line for line in migration.strip("\n").splitlines())
+        parts.append(f"-- migration {version}")
+        text = sql.SQL(body).format(s=sql.Identifier(schema)).as_string(None)  # type: ignore[arg-type]
+        parts.append(text.rstrip().rstrip(";") + ";")
+        parts.append(f"INSERT INTO {ident}.schema_version (v) VALUES ({version});")
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
+
+
 def row_crc(payload: tuple) -> int:
     """CRC-32 over a row's payload columns, each length-prefixed (None and "" differ)."""
     crc = 0
@@ -256,6 +280,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "GENERATIONAL",
     "MIGRATIONS",
+    "ddl",
     "RESTORE_COLUMNS",
     "SUMMARY_COLS",
     "TABLES",

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from persistence.db import pool_connection
 from persistence.errors import ThreadNotFound
+from persistence.store.records import RestoreWindow
 from persistence.store.rows import copy_out, live_at, next_generation
 from persistence.store.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from persistence.store.place import Place
     from persistence.store.records import Generation
 
+#: the triggers of generations written because of load, not time: retention does not count them
+LOAD_TRIGGERS = ("pressure", "release")
 #: runs (and commands) kept in their tables; retention deletes older ones
 MAX_RUNS = 20_000
 #: key columns of each checkpoint table (the payload starts after them)
@@ -84,7 +87,7 @@ class GenerationUpkeep:
         if thread_id is not None and not self._generations.has_thread(generation, thread_id):
             raise ThreadNotFound(
                 f"Thread {thread_id!r:.120} is not in generation {generation}. "
-                "Pick a generation that holds it (see the Restore page or `python -m persistence generations`)."
+                "Pick a generation that holds it (see the Restore page or `hybrid-saver generations`)."
             )
         scope = sql.SQL("")
         scope_params: list[Any] = []
@@ -200,9 +203,30 @@ class GenerationUpkeep:
 
     # -- retention ----------------------------------------------------------------------------
 
-    def apply_retention(self, keep: int) -> int:
-        """Keep the newest ``keep`` generations; delete rows no kept generation needs. One member of
-        a fleet at a time (the others skip it). Returns the number of generations dropped.
+    def window(self) -> RestoreWindow | None:
+        """The oldest and newest kept generations (how far back a restore can go), None when there is none."""
+        with pool_connection(self._place.pool) as conn:
+            row = conn.execute(
+                self._q(
+                    "SELECT min(generation), max(generation), count(*), "
+                    "(SELECT taken_at FROM {s}.generations ORDER BY generation LIMIT 1), max(taken_at), "
+                    "count(*) FILTER (WHERE trigger = ANY(%s)) FROM {s}.generations"
+                ),
+                (list(LOAD_TRIGGERS),),
+            ).fetchone()
+        if not row or row[0] is None:
+            return None
+        return RestoreWindow(
+            oldest=int(row[0]), newest=int(row[1]), kept=int(row[2]), oldest_at=row[3], newest_at=row[4],
+            by_load=int(row[5]),
+        )  # fmt: skip
+
+    def apply_retention(self, keep: int, min_age: float | None = None) -> int:
+        """Keep the newest ``keep`` generations written by time or by hand (scheduled, manual, close,
+        restore...), every generation newer than the oldest of them, and every generation younger than
+        ``min_age`` seconds; delete the rest and the rows no kept generation needs. Generations written
+        because of load (memory pressure, handoffs) never count, so they cannot shrink the restore
+        window. One member of a fleet at a time (the others skip it). Returns the generations dropped.
         """
         if keep < 1:
             raise ValueError(f"retention must keep at least 1 generation, got {keep}")
@@ -213,12 +237,25 @@ class GenerationUpkeep:
             if not got or not got[0]:
                 return 0
             row = conn.execute(
-                self._q("SELECT generation FROM {s}.generations ORDER BY generation DESC OFFSET %s LIMIT 1"),
-                (keep - 1,),
+                self._q(
+                    "SELECT generation FROM {s}.generations WHERE trigger <> ALL(%s) "
+                    "ORDER BY generation DESC OFFSET %s LIMIT 1"
+                ),
+                (list(LOAD_TRIGGERS), keep - 1),
             ).fetchone()
             if not row:
                 return 0
             oldest = int(row[0])
+            if min_age is not None:
+                young = conn.execute(
+                    self._q(
+                        "SELECT min(generation) FROM {s}.generations "
+                        "WHERE taken_at >= statement_timestamp() - make_interval(secs => %s)"
+                    ),
+                    (float(min_age),),
+                ).fetchone()
+                if young and young[0] is not None:
+                    oldest = min(oldest, int(young[0]))
             conn.execute(self._q("DELETE FROM {s}.runs WHERE id <= (SELECT max(id) FROM {s}.runs) - %s"), (MAX_RUNS,))
             conn.execute(
                 self._q("DELETE FROM {s}.commands WHERE id <= (SELECT max(id) FROM {s}.commands) - %s"), (MAX_RUNS,)
@@ -236,4 +273,4 @@ class GenerationUpkeep:
         return dropped
 
 
-__all__ = ["MAX_RUNS", "GenerationUpkeep", "KeptGenerations"]
+__all__ = ["LOAD_TRIGGERS", "MAX_RUNS", "GenerationUpkeep", "KeptGenerations"]
