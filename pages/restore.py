@@ -119,6 +119,18 @@ if gens.empty:
     st.stop()
 
 st.subheader("Generations")
+window = None
+with ui.reporting("Reading the restore window", runtime):
+    window = saver.restore_window()
+if window is not None:
+    age = f" and every generation younger than {ui.fmt_seconds(saver.retention_age)}" if saver.retention_age else ""
+    load = f" ({window.by_load:,} written under memory pressure or handoffs, not counted)" if window.by_load else ""
+    st.caption(
+        f"Restorable back to **{ui.fmt_time(window.oldest_at)}** ({ui.fmt_ago(window.oldest_at)}, generation "
+        f"{window.oldest}): "
+        f"{ui.plural(window.kept, 'generation')} kept{load}. Retention keeps the newest "
+        f"{saver.retention} generations written by time or by hand{age}."
+    )
 tables.generations_table(gens, key="restore_generations_table")
 
 by_gen = gens.set_index("generation")

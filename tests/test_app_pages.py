@@ -387,6 +387,8 @@ def test_restore_one_thread_leaves_the_others(app: AppTest) -> None:
     chat_turn(rt.graph, "b", "my name is Betty")
 
     open_page(at, "pages/restore.py")
+    oldest = min(g.generation for g in rt.saver.generations())
+    assert "Restorable back to" in texts(at) and f"generation {oldest}):" in texts(at)
     at.selectbox(key="restore_generation").select(first).run()
     at.radio(key="restore_scope").set_value("One thread").run()
     at.selectbox(key="restore_thread").select("a").run()
