@@ -23,6 +23,7 @@ from bench.backup import run_backups  # noqa: E402
 from bench.contention import run_cuts, run_ops_during_backup, run_puts_during_backup  # noqa: E402
 from bench.database import Database  # noqa: E402
 from bench.fleet import run_fleet  # noqa: E402
+from bench.long import run_long  # noqa: E402
 from bench.memory import run_memory  # noqa: E402
 from bench.ops import run_ops  # noqa: E402
 from bench.residency import run_residency  # noqa: E402
@@ -145,6 +146,8 @@ def main() -> int:
         results["backup"] = run_backups(db, templates, settings, log)
         log("residency: cold start, cold and resident turns, a budget under random access")
         results["residency"] = run_residency(db, templates, settings, log)
+        log(f"long conversations: one thread to {max(settings.long_turns):,} turns per saver")
+        results["long"] = run_long(db, settings, log)
         log("fleet: handoff, throughput with one and two members, backups of four members")
         results["fleet"] = run_fleet(db, settings, log)
     finally:

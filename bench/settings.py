@@ -42,6 +42,8 @@ class Settings:
     handoff_samples: int = 200
     fleet_seconds: float = 10.0
     fleet_clients: int = 4
+    #: lengths (turns) at which the long conversation is measured
+    long_turns: tuple[int, ...] = (100, 300, 1_000)
 
 
 FULL = Settings(
@@ -78,6 +80,7 @@ QUICK = Settings(
     budget_turns=300,
     handoff_samples=40,
     fleet_seconds=4.0,
+    long_turns=(50, 150),
     fleet_clients=4,
 )
 

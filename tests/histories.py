@@ -50,7 +50,8 @@ def state_of(saver: InMemorySaver) -> tuple[dict, dict, dict]:
         if any(namespaces.values())
     }
     writes = {k: dict(v) for k, v in saver.writes.items() if v}
-    return storage, writes, dict(saver.blobs)
+    # values as LangGraph put them (the saver keeps large ones compressed and as deltas: ``[]`` decodes)
+    return storage, writes, {k: saver.blobs[k] for k in saver.blobs}
 
 
 def thread_state(state: tuple[dict, dict, dict], thread_id: str) -> tuple[dict, dict, dict]:
@@ -74,5 +75,5 @@ def served_state(saver: Any, thread_ids: Any = None) -> tuple[dict, dict, dict]:
         rows = saver.thread_rows(tid)
         storage.update(rows.storage)
         writes.update(rows.writes)
-        blobs.update(rows.blobs)
+        blobs.update({k: rows.blobs[k] for k in rows.blobs})
     return storage, writes, blobs

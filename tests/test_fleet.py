@@ -55,7 +55,7 @@ def texts_of(snap: Snapshot, thread: str) -> list[str]:
     for tid, namespaces in snap.storage.items():
         mem.storage[tid].update(namespaces)
     mem.writes.update(snap.writes)
-    mem.blobs.update(snap.blobs)
+    mem.blobs = snap.blobs  # a Blobs: decodes what the saver keeps compressed
     values = settled_values(build_graph(mem, OfflineResponder()), thread)
     return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from persistence.codec import Blobs
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
 from persistence.memory.residency import Loader, Residency, Resident, blob_size, checkpoint_size, write_size
@@ -46,7 +47,8 @@ class MemoryCache:
     def __init__(self, *, budget: int | None) -> None:
         self.storage: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
         self.writes: defaultdict[tuple[str, str, str], dict[tuple[str, int], tuple]] = defaultdict(dict)
-        self.blobs: dict[tuple, tuple[str, bytes]] = {}
+        #: channel values, compressed and as deltas between versions (see :mod:`persistence.codec`)
+        self.blobs = Blobs()
         self.lock = threading.RLock()
         self.changes = ChangeLog()
         self.residency = Residency(
@@ -163,6 +165,7 @@ class MemoryCache:
     def view(self, thread_ids: Sequence[str], serde: SerializerProtocol | None) -> InMemorySaver:
         """A plain InMemorySaver over copies of these resident threads (for lazy listing). Under the lock."""
         view = InMemorySaver(serde=serde)
+        view.blobs = Blobs()
         for tid in thread_ids:
             entry = self.entries.get(tid)
             namespaces = self.storage.get(tid)
@@ -174,7 +177,7 @@ class MemoryCache:
                     view.writes[key] = dict(self.writes[key])
             for key in entry.blob_keys:
                 if key in self.blobs:
-                    view.blobs[key] = self.blobs[key]
+                    view.blobs.store_raw(key, self.blobs.raw(key))
         return view
 
     def copy_thread_rows(self, thread_id: str, serde: SerializerProtocol | None) -> Snapshot:
@@ -188,7 +191,7 @@ class MemoryCache:
                     t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())
                 },
                 writes={k: v for k, v in view.writes.items() if v},
-                blobs=dict(view.blobs),
+                blobs=Blobs(view.blobs),
             )
 
         return self.read(thread_id, copy)
@@ -241,9 +244,9 @@ class MemoryCache:
             if key[0] != tid:
                 continue
             if key in self.blobs:
-                mark(log.blobs, key, True, self.blobs[key])
+                mark(log.blobs, key, True, self.blobs.raw(key))
             else:
-                self.blobs[key] = value
+                self.blobs.store_raw(key, value)
                 entry.blob_keys.add(key)
                 res.grow(entry, blob_size(value))
 
@@ -263,7 +266,7 @@ class MemoryCache:
         for key in entry.blob_keys:
             value = self.blobs.pop(key, None)
             if value is not None:
-                self.blobs[(new, *key[1:])] = value
+                self.blobs.store_raw((new, *key[1:]), value)
                 blob_keys.add((new, *key[1:]))
         entry.write_keys, entry.blob_keys = write_keys, blob_keys
         entry.token = None
@@ -275,8 +278,9 @@ class MemoryCache:
         for outer in write_keys:
             for inner, value in self.writes[outer].items():
                 mark(log.writes, (*outer, *inner), False, value)
+        self.blobs.forget([tid])
         for key in blob_keys:
-            mark(log.blobs, key, False, self.blobs[key])
+            mark(log.blobs, key, False, self.blobs.raw(key))
         self.touch(entry)
         return entry
 
@@ -297,7 +301,7 @@ class MemoryCache:
                 mark(log.writes, (*outer, *inner), True, value)
         for key in entry.blob_keys:
             if key in self.blobs:
-                mark(log.blobs, key, True, self.blobs[key])
+                mark(log.blobs, key, True, self.blobs.raw(key))
         self.touch(entry)
 
     # -- figures ----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Edits:
             self._cache.writes.pop(key, None)
         for key in entry.blob_keys:
             self._cache.blobs.pop(key, None)
+        self._cache.blobs.forget([thread_id])
         entry.write_keys.clear()
         entry.blob_keys.clear()
         self._cache.residency.grow(entry, ENTRY_OVERHEAD - entry.bytes)
@@ -70,6 +71,15 @@ class Edits:
                 mark(log.writes, (*outer, *inner), True)
                 touched = True
             entry.write_keys.discard(outer)
+        # versions that stay and decode through one that goes are re-encoded whole first
+        gone = set(blobs)
+        stays = [k for k in entry.blob_keys if k not in gone and not gone.isdisjoint(self._cache.blobs.bases(k))]
+        for key, value in self._cache.blobs.materialize(stays).items():
+            old = self._cache.blobs.raw(key)
+            self._cache.blobs.store_raw(key, value)
+            res.grow(entry, blob_size(value) - blob_size(old))
+            mark(log.blobs, key, True, value)
+            touched = True
         for key in blobs:
             value = self._cache.blobs.pop(key, None)
             if value is not None:
@@ -126,15 +136,15 @@ class Edits:
                 res.grow(dst_entry, write_size(value) - (write_size(old) if old is not None else 0))
                 dst_w[key] = value
         for _tid, ns, ch, ver in list(src_entry.blob_keys):
-            value = self._cache.blobs.get((source, ns, ch, ver))
+            value = self._cache.blobs.raw((source, ns, ch, ver))
             if value is None:
                 continue
             key = (target, ns, ch, ver)
-            old = self._cache.blobs.get(key)
+            old = self._cache.blobs.raw(key)
             mark(log.blobs, key, old is not None, value)
             res.grow(dst_entry, blob_size(value) - (blob_size(old) if old is not None else 0))
             dst_entry.blob_keys.add(key)
-            self._cache.blobs[key] = value
+            self._cache.blobs.store_raw(key, value)
         self._cache.touch(dst_entry)
 
     def prune(
@@ -174,14 +184,37 @@ class Edits:
                 self._apply([tid], lambda e, tid=tid: self._prune(tid, e[0], keep, serde))
 
     def _prune(self, thread_id: str, entry: Resident, keep: int, serde: SerializerProtocol) -> None:
-        doomed = [
-            (thread_id, ns, cid)
-            for ns, cps in self._cache.storage.get(thread_id, {}).items()
-            for cid in sorted(cps, reverse=True)[keep:]
-        ]
+        doomed = []
+        for ns, cps in self._cache.storage.get(thread_id, {}).items():
+            ordered = sorted(cps, reverse=True)
+            needed = self._delta_ancestors(thread_id, ns, cps, ordered[:keep], serde)
+            doomed += [(thread_id, ns, cid) for cid in ordered[keep:] if cid not in needed]
         if doomed:
             self._delete_keys(entry, doomed)
             self._delete_keys(entry, [], self._unreferenced_blobs(thread_id, entry, serde))
+
+    def _delta_ancestors(
+        self, thread_id: str, ns: str, cps: dict[str, Any], kept: Sequence[str], serde: SerializerProtocol
+    ) -> set[str]:
+        """The ancestors the kept checkpoints' DeltaChannel values are rebuilt from: for each delta
+        channel (named in the metadata's ``counters_since_delta_snapshot``), every parent back to the
+        nearest one whose blob of it is not empty (its snapshot). LangGraph replays their writes."""
+        needed: set[str] = set()
+        blobs = self._cache.blobs
+        for cid in kept:
+            metadata = serde.loads_typed(cps[cid][1]) or {}
+            channels = set(metadata.get("counters_since_delta_snapshot") or ())
+            current = cps[cid][2]
+            while channels and current is not None and current in cps:
+                needed.add(current)
+                (ctype, cdata), _md, parent = cps[current]
+                versions = serde.loads_typed((ctype, cdata)).get("channel_versions", {})
+                for ch in list(channels):
+                    value = blobs.raw((thread_id, ns, ch, versions.get(ch)))
+                    if value is not None and value[0] != "empty":
+                        channels.discard(ch)
+                current = parent
+        return needed
 
     def delete_for_runs(self, run_ids: Sequence[str], serde: SerializerProtocol) -> None:
         """Delete every checkpoint (with its writes) whose metadata ``run_id`` is in ``run_ids``,

@@ -51,7 +51,7 @@ def list_all(
         for tid, namespaces in snap.storage.items():
             batch.storage[tid].update(namespaces)
         batch.writes.update(snap.writes)
-        batch.blobs.update(snap.blobs)
+        batch.blobs = snap.blobs
         for item in InMemorySaver.list(batch, None, filter=filter, before=before, limit=left):
             yield item
             if left is not None:

@@ -248,7 +248,7 @@ class Residency:
                 size += sum(map(write_size, inner.values()))
         for key, value in snap.blobs.items():
             if key[0] == thread_id:
-                self.blobs[key] = value
+                self.blobs.store_raw(key, value)
                 entry.blob_keys.add(key)
                 size += blob_size(value)
         entry.bytes = size + ENTRY_OVERHEAD
@@ -354,6 +354,7 @@ class Residency:
             self.writes.pop(key, None)
         for key in entry.blob_keys:
             self.blobs.pop(key, None)
+        self.blobs.forget([thread_id])
         self.resident_bytes -= entry.bytes
         if entry.changed > self.committed:
             self.dirty_bytes -= entry.bytes

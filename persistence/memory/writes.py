@@ -83,20 +83,20 @@ def put_checkpoint(
     storage, blobs = cache.storage, cache.blobs
     old_cp = storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
     keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
-    old_blobs = [blobs.get(k) for k in keys]
+    old_blobs = [blobs.raw(k) for k in keys]
     try:
         result = InMemorySaver.put(base, config, checkpoint, metadata, new_versions)
         saved = storage[thread_id][ns][checkpoint_id]
         check_size(saved[0], "the checkpoint", limit)
         for key in keys:
-            check_size(blobs[key], f"channel {key[2]!r}", limit)
+            check_size(blobs.raw(key), f"channel {key[2]!r}", limit)
     except Exception as exc:
         # InMemorySaver may have stored part of it before failing: take it back
         for key, old in zip(keys, old_blobs, strict=True):
             if old is None:
                 blobs.pop(key, None)
             else:
-                blobs[key] = old
+                blobs.store_raw(key, old)
         cps = storage.get(thread_id, {}).get(ns, {})
         if old_cp is None:
             cps.pop(checkpoint_id, None)
@@ -108,7 +108,7 @@ def put_checkpoint(
     log = cache.changes
     mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
     for key, old in zip(keys, old_blobs, strict=True):
-        value = blobs[key]
+        value = blobs.raw(key)
         entry.blob_keys.add(key)
         res.grow(entry, blob_size(value) - (blob_size(old) if old is not None else 0))
         mark(log.blobs, key, old is not None, value)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from persistence.codec import Blobs
 from persistence.db import pid_alive
 from persistence.memory import MemoryCache
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
@@ -80,7 +81,7 @@ def keep(cache: MemoryCache, folder: Path, *, store_id: str, schema: str, instan
                 kept.storage[tid] = {ns: dict(cps) for ns, cps in cache.storage[tid].items()}
             if entry is not None:
                 kept.writes.update({k: dict(cache.writes[k]) for k in entry.write_keys if k in cache.writes})
-                kept.blobs.update({k: cache.blobs[k] for k in entry.blob_keys if k in cache.blobs})
+                kept.blobs.update({k: cache.blobs.raw(k) for k in entry.blob_keys if k in cache.blobs})
         kept.changes = {
             "checkpoints": dict(log.checkpoints),
             "writes": dict(log.writes),
@@ -215,7 +216,7 @@ class Recovery:
             set(kept.changes.get("deleted_threads", ())),
             kept.changes.get("since"),
         )
-        snap = Snapshot(storage=kept.storage, writes=kept.writes, blobs=kept.blobs)
+        snap = Snapshot(storage=kept.storage, writes=kept.writes, blobs=Blobs(kept.blobs))
         installed: set[str] = set()
         with cache.lock:
             for tid in threads:
@@ -242,7 +243,7 @@ class Recovery:
         moved = Snapshot(
             storage={fork: snap.storage.get(tid, {})},
             writes={(fork, *k[1:]): v for k, v in snap.writes.items() if k[0] == tid},
-            blobs={(fork, *k[1:]): v for k, v in snap.blobs.items() if k[0] == tid},
+            blobs=Blobs({(fork, *k[1:]): v for k, v in snap.blobs.items() if k[0] == tid}),
         )
         entry = self._cache.residency.install(fork, moved, None)
         for ns, cps in moved.storage[fork].items():

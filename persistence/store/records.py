@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from persistence.codec import Blobs
 from persistence.store.schema import TABLES, dec, enc
 
 
@@ -100,7 +101,8 @@ class Snapshot:
 
     storage: dict[str, dict[str, dict[str, tuple]]] = field(default_factory=dict)
     writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
-    blobs: dict[tuple, tuple[str, bytes]] = field(default_factory=dict)
+    #: encoded as in memory (see :mod:`persistence.codec`): ``[]`` and ``get`` decode
+    blobs: Blobs = field(default_factory=Blobs)
     bytes: int = 0
     #: keys removed by a damage check, per table, and what they were (thread id, description)
     dropped: dict[str, list[tuple]] = field(default_factory=dict)

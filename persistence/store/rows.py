@@ -159,7 +159,7 @@ def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> S
             dropped["blobs"].append(key)
             continue
         nbytes += len(value or b"")
-        blobs[key] = (vtype, value)
+        blobs.store_raw(key, (vtype, value))
     snap.bytes = nbytes
     snap.damaged = damaged
     snap.dropped = dropped

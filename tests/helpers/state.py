@@ -90,6 +90,6 @@ def snapshot_texts(saver: HybridSaver, snap: Snapshot, thread_id: str) -> list[s
     for tid, namespaces in snap.storage.items():
         mem.storage[tid].update(namespaces)
     mem.writes.update(snap.writes)
-    mem.blobs.update(snap.blobs)
+    mem.blobs = snap.blobs  # a Blobs: decodes what the saver keeps compressed
     values = settled_values(build_graph(mem, OfflineResponder()), thread_id)
     return [m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)]

@@ -1,0 +1,263 @@
+"""Channel values compressed, and each version of a channel stored as a delta against an earlier one.
+
+LangGraph stores a new version of a channel's whole value at every step (the ``messages`` list
+grows by a message or two), so a conversation's bytes grow with the square of its length. Here a
+version is kept as a zstd frame compressed against an earlier version of the same channel, used as
+a raw-content dictionary: what the two have in common costs a few bytes. The bases follow the
+skip-delta scheme (Subversion's): version ``n`` of a channel's chain is compressed against version
+``n & (n - 1)``, so decoding any version walks at most log2(n) + 1 frames (bounded time for old
+versions: time travel, ``get_state_history``, restores), and each version costs about what changed
+since its base (on average the content of log2(n) / 2 versions): a backup of a new turn writes about
+the new turn's bytes, at any length. Nothing is rewritten once written.
+
+The same encoded values live in memory, in the backup rows and in recovery files. :class:`Blobs` is
+the blob dict of the memory cache and of snapshots: it encodes on ``blobs[key] = value`` and
+decodes on ``blobs[key]`` and ``blobs.get(key)``, so InMemorySaver's own code reads values exactly as
+LangGraph put them; ``raw()`` and iteration give the encoded values the machinery moves around.
+Encrypted values (``msgpack+aes``) and small ones are kept as they are. Compression library: zstd
+(``compression.zstd``, in the standard library from Python 3.14, through ``backports.zstd`` before):
+dictionary compression is what makes a version against its base cost only the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+if sys.version_info >= (3, 14):  # pragma: no cover - the standard library's
+    from compression.zstd import ZstdDict, compress, decompress
+else:
+    from backports.zstd import ZstdDict, compress, decompress
+
+#: tag prefix of a version compressed alone (the root of a chain)
+ROOT = "z0:"
+#: tag prefix of a version compressed against an earlier one
+DELTA = "zd:"
+#: values smaller than this are kept as they are
+MIN_ENCODE = 512
+#: zstd level (3 is zstd's default: ~0.1 ms per 200 kB version against its base)
+LEVEL = 3
+#: decoded versions kept for the next decode (bases of the newest versions, mostly)
+CACHE_ENTRIES = 64
+CACHE_BYTES = 4 * 1024 * 1024
+
+Key = tuple[Any, ...]
+Typed = tuple[str, bytes]
+
+
+class BrokenDelta(Exception):
+    """A delta's base is missing or is not the version it was compressed against."""
+
+
+def is_encoded(tag: str) -> bool:
+    return tag.startswith(ROOT) or tag.startswith(DELTA)
+
+
+def _eligible(value: Typed) -> bool:
+    tag, data = value
+    return len(data) >= MIN_ENCODE and "+" not in tag and not is_encoded(tag) and tag != "empty"
+
+
+def _header(base_version: Any, base: bytes) -> bytes:
+    ver = json.dumps(base_version).encode()
+    return len(ver).to_bytes(2, "big") + ver + zlib.crc32(base).to_bytes(4, "big")
+
+
+def _split(data: bytes) -> tuple[Any, int, bytes]:
+    size = int.from_bytes(data[:2], "big")
+    version = json.loads(data[2 : 2 + size])
+    crc = int.from_bytes(data[2 + size : 6 + size], "big")
+    return version, crc, data[6 + size :]
+
+
+class Blobs(dict):  # type: ignore[type-arg]
+    """The blob dict ``(thread_id, ns, channel, version) -> (type, bytes)``, encoded inside (see the module).
+
+    Plain ``dict`` operations other than ``[]``, ``get`` and assignment see the encoded values. Every
+    thread's chains are known only to the process that wrote them: a thread loaded again starts a
+    new chain at its next version (one root frame).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (thread_id, ns, channel) -> the versions of its chain, in the order they were put
+        self._chains: dict[tuple[Any, ...], list[Any]] = {}
+        self._decoded: dict[Key, bytes] = {}
+        self._decoded_bytes = 0
+        self._cache_lock = threading.Lock()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def __setitem__(self, key: Key, value: Typed) -> None:
+        self._drop_decoded(key)
+        if _eligible(value):
+            value = self._encode(key, value)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        self._drop_decoded(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: Key, *default: Any) -> Any:
+        self._drop_decoded(key)
+        return dict.pop(self, key, *default)
+
+    def _drop_decoded(self, key: Key) -> None:
+        if key in self._decoded:
+            with self._cache_lock:
+                data = self._decoded.pop(key, None)
+                if data is not None:
+                    self._decoded_bytes -= len(data)
+
+    def _encode(self, key: Key, value: Typed) -> Typed:
+        tag, data = value
+        chain_key = key[:3]
+        chain = self._chains.get(chain_key)
+        n = len(chain) if chain is not None else 0
+        encoded: Typed | None = None
+        if n:
+            assert chain is not None
+            base_key = (*chain_key, chain[n & (n - 1)])
+            base = self._inner(base_key) if dict.__contains__(self, base_key) else None
+            if base is not None:
+                frame = compress(data, level=LEVEL, zstd_dict=ZstdDict(base, is_raw=True))
+                encoded = (DELTA + tag, _header(base_key[3], base) + frame)
+        if encoded is None:
+            chain = self._chains[chain_key] = []
+            encoded = (ROOT + tag, compress(data, level=LEVEL))
+        assert chain is not None
+        chain.append(key[3])
+        self._remember(key, data)
+        if len(encoded[1]) >= len(data):  # incompressible: keep it whole (still a valid base)
+            return value
+        return encoded
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def __getitem__(self, key: Key) -> Typed:
+        value = dict.__getitem__(self, key)
+        if is_encoded(value[0]):
+            return self._decode(key, value)
+        return value
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        value = dict.get(self, key)
+        if value is None:
+            return default
+        if is_encoded(value[0]):
+            return self._decode(key, value)
+        return value
+
+    def raw(self, key: Key, default: Any = None) -> Any:
+        """The value as stored (encoded), for backups, copies and size accounting."""
+        return dict.get(self, key, default)
+
+    def _decode(self, key: Key, value: Typed) -> Typed:
+        tag = value[0]
+        inner = tag[len(ROOT) :]
+        return inner, self._inner(key, value)
+
+    def _inner(self, key: Key, value: Typed | None = None) -> bytes:
+        """The bytes LangGraph's serde wrote for ``key`` (decoding its chain of bases)."""
+        cached = self._decoded.get(key)
+        if cached is not None:
+            return cached
+        if value is None:
+            value = dict.__getitem__(self, key)
+        tag, data = value
+        if tag.startswith(ROOT):
+            out = decompress(data)
+        elif tag.startswith(DELTA):
+            base_version, crc, frame = _split(data)
+            base_key = (*key[:3], base_version)
+            if not dict.__contains__(self, base_key):
+                raise BrokenDelta(f"channel {key[2]!r} version {key[3]!r}: its base version {base_version!r} is gone")
+            base = self._inner(base_key)
+            if zlib.crc32(base) != crc:
+                raise BrokenDelta(
+                    f"channel {key[2]!r} version {key[3]!r}: its base version {base_version!r} has other content"
+                )
+            out = decompress(frame, zstd_dict=ZstdDict(base, is_raw=True))
+        else:
+            return data
+        self._remember(key, out)
+        return out
+
+    def _remember(self, key: Key, data: bytes) -> None:
+        with self._cache_lock:
+            cache = self._decoded
+            if key in cache:
+                return
+            if len(cache) >= CACHE_ENTRIES or self._decoded_bytes + len(data) > CACHE_BYTES:
+                cache.clear()
+                self._decoded_bytes = 0
+            cache[key] = data
+            self._decoded_bytes += len(data)
+
+    # -- upkeep ---------------------------------------------------------------------------------
+
+    def forget(self, thread_ids: Iterable[str]) -> None:
+        """Drop what is known of these threads' chains and decoded versions (evicted, deleted, replaced)."""
+        wanted = set(thread_ids)
+        if not wanted:
+            return
+        for chain_key in [k for k in self._chains if k[0] in wanted]:
+            del self._chains[chain_key]
+        with self._cache_lock:
+            for key in [k for k in self._decoded if k[0] in wanted]:
+                self._decoded_bytes -= len(self._decoded.pop(key))
+
+    def materialize(self, keys: Iterable[Key]) -> dict[Key, Typed]:
+        """The values of ``keys`` re-encoded so they need no base (before the bases they use are deleted):
+        key -> new encoded value. The caller stores them (with ``dict.__setitem__`` semantics: ``store_raw``)."""
+        out: dict[Key, Typed] = {}
+        for key in keys:
+            value = dict.get(self, key)
+            if value is None or not value[0].startswith(DELTA):
+                continue
+            inner_tag, data = value[0][len(DELTA) :], self._inner(key, value)
+            frame = compress(data, level=LEVEL)
+            out[key] = (ROOT + inner_tag, frame) if len(frame) < len(data) else (inner_tag, data)
+        return out
+
+    def store_raw(self, key: Key, value: Typed) -> None:
+        """Store an encoded (or plain) value as it is."""
+        self._drop_decoded(key)
+        dict.__setitem__(self, key, value)
+
+    def bases(self, key: Key) -> list[Key]:
+        """The chain of bases ``key`` decodes through (nearest first)."""
+        out: list[Key] = []
+        value = dict.get(self, key)
+        while value is not None and value[0].startswith(DELTA):
+            base_version, _crc, _frame = _split(value[1])
+            key = (*key[:3], base_version)
+            out.append(key)
+            value = dict.get(self, key)
+        return out
+
+    def plain(self) -> dict[Key, Typed]:
+        """Every value decoded (for tests and tools that compare with what LangGraph put)."""
+        return {k: self[k] for k in self}
+
+
+def decoded(blobs: dict[Key, Typed], key: Key) -> Typed | None:
+    """``blobs[key]`` as LangGraph put it, for any blob dict (a :class:`Blobs` decodes; a plain dict of rows
+    read elsewhere is wrapped first)."""
+    if isinstance(blobs, Blobs):
+        return blobs.get(key)
+    value = blobs.get(key)
+    if value is None or not is_encoded(value[0]):
+        return value
+    wrapped = Blobs()
+    for k, v in blobs.items():
+        if k[:3] == key[:3]:
+            wrapped.store_raw(k, v)
+    return wrapped.get(key)
+
+
+__all__ = ["DELTA", "MIN_ENCODE", "ROOT", "Blobs", "BrokenDelta", "decoded", "is_encoded"]
