@@ -43,6 +43,11 @@ def _largest(r: dict) -> dict:
     return max(r["backup"]["sizes"], key=lambda s: s["threads"])
 
 
+def _long(r: dict, turns: int | None = None) -> dict:
+    lengths = r["long"]["lengths"]
+    return lengths[str(turns if turns is not None else max(int(n) for n in lengths))]
+
+
 def _saver_ms(r: dict, saver: str) -> float:
     return r["ops"]["turn_breakdown"][saver]["saver_ms_per_turn"]
 
@@ -208,6 +213,64 @@ TARGETS: list[Target] = [
         lambda r: ratio(*_put_during(r, "p99")),
         lambda r: "{:.0f} us vs {:.0f} us (max {:.0f} us vs {:.0f} us)".format(
             *_put_during(r, "p99"), *_put_during(r, "max")
+        ),
+    ),
+    *[
+        Target(
+            f"long_thread_memory_vs_inmemory_{n}",
+            f"resident bytes of one {n}-turn thread, HybridSaver / InMemorySaver's payload bytes",
+            "<=",
+            bound,
+            lambda r, n=n: _long(r, n)["long_thread_memory_vs_inmemory"],
+            lambda r, n=n: (
+                f"{_long(r, n)['hybrid_resident_bytes'] / 1e6:.2f} MB vs {_long(r, n)['memory_payload_bytes'] / 1e6:.1f} MB"
+            ),
+        )
+        for n, bound in ((300, 0.05), (1000, 0.02))
+    ],
+    Target(
+        "long_thread_real_memory_vs_inmemory",
+        "real memory (tracemalloc) of the longest thread loaded afresh, HybridSaver / InMemorySaver's dicts",
+        "",
+        None,
+        lambda r: _long(r)["long_thread_real_memory_vs_inmemory"],
+        lambda r: (
+            f"{_long(r)['hybrid_real_bytes'] / 1e6:.2f} MB vs {_long(r)['inmemory_real_bytes'] / 1e6:.1f} MB "
+            f"(the budget counts {_long(r)['hybrid_counted_bytes_after_reload'] / 1e6:.2f} MB)"
+        ),
+    ),
+    Target(
+        "long_thread_turn_vs_inmemory",
+        "graph turn on the longest thread, HybridSaver / InMemorySaver (median)",
+        "<=",
+        1.10,
+        lambda r: _long(r)["long_thread_turn_vs_inmemory"],
+        lambda r: f"{_long(r)['turn_ms']['hybrid']:.1f} ms vs {_long(r)['turn_ms']['memory']:.1f} ms",
+    ),
+    Target(
+        "long_thread_get_tuple_vs_inmemory",
+        "get_tuple on the longest thread, HybridSaver / InMemorySaver (median)",
+        "<=",
+        1.05,
+        lambda r: _long(r)["long_thread_get_tuple_vs_inmemory"],
+        lambda r: f"{_long(r)['get_tuple_ms']['hybrid']:.2f} ms vs {_long(r)['get_tuple_ms']['memory']:.2f} ms",
+    ),
+    Target(
+        "long_thread_store_vs_postgres",
+        "PostgreSQL bytes of the saver's tables / PostgresSaver's, longest thread",
+        "<=",
+        0.25,
+        lambda r: _long(r)["long_thread_store_vs_postgres"],
+        lambda r: f"{_long(r)['hybrid_store_bytes'] / 1e6:.1f} MB vs {_long(r)['postgres_store_bytes'] / 1e6:.1f} MB",
+    ),
+    Target(
+        "long_thread_backup_bytes_per_turn",
+        "bytes a backup of one turn writes, longest / shortest thread length (flat: within 2x)",
+        "<=",
+        2.0,
+        lambda r: r["long"]["long_thread_backup_growth"],
+        lambda r: ", ".join(
+            f"{n} turns: {b:,.0f} B" for n, b in r["long"]["long_thread_backup_bytes_per_turn"].items()
         ),
     ),
     Target(

@@ -25,6 +25,7 @@ import json
 import sys
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,9 +42,9 @@ DELTA = "zd:"
 MIN_ENCODE = 512
 #: zstd level (3 is zstd's default: ~0.1 ms per 200 kB version against its base)
 LEVEL = 3
-#: decoded versions kept for the next decode (bases of the newest versions, mostly)
-CACHE_ENTRIES = 64
-CACHE_BYTES = 4 * 1024 * 1024
+#: bytes of decoded versions kept for the next read (the newest versions and the bases of the next
+#: ones, least recently used out first); a saver with a budget keeps an eighth of it at most
+CACHE_BYTES = 16 * 1024 * 1024
 
 Key = tuple[Any, ...]
 Typed = tuple[str, bytes]
@@ -82,12 +83,13 @@ class Blobs(dict):  # type: ignore[type-arg]
     new chain at its next version (one root frame).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cache_bytes: int = CACHE_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (thread_id, ns, channel) -> the versions of its chain, in the order they were put
         self._chains: dict[tuple[Any, ...], list[Any]] = {}
-        self._decoded: dict[Key, bytes] = {}
+        self._decoded: OrderedDict[Key, bytes] = OrderedDict()
         self._decoded_bytes = 0
+        self.cache_bytes = cache_bytes
         self._cache_lock = threading.Lock()
 
     # -- writes ---------------------------------------------------------------------------------
@@ -165,6 +167,9 @@ class Blobs(dict):  # type: ignore[type-arg]
         """The bytes LangGraph's serde wrote for ``key`` (decoding its chain of bases)."""
         cached = self._decoded.get(key)
         if cached is not None:
+            with self._cache_lock:
+                if key in self._decoded:
+                    self._decoded.move_to_end(key)
             return cached
         if value is None:
             value = dict.__getitem__(self, key)
@@ -188,15 +193,23 @@ class Blobs(dict):  # type: ignore[type-arg]
         return out
 
     def _remember(self, key: Key, data: bytes) -> None:
+        if len(data) > self.cache_bytes:
+            return
         with self._cache_lock:
             cache = self._decoded
             if key in cache:
+                cache.move_to_end(key)
                 return
-            if len(cache) >= CACHE_ENTRIES or self._decoded_bytes + len(data) > CACHE_BYTES:
-                cache.clear()
-                self._decoded_bytes = 0
             cache[key] = data
             self._decoded_bytes += len(data)
+            while self._decoded_bytes > self.cache_bytes and cache:
+                _old, dropped = cache.popitem(last=False)
+                self._decoded_bytes -= len(dropped)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of decoded versions kept for the next reads (on top of the encoded values)."""
+        return self._decoded_bytes
 
     # -- upkeep ---------------------------------------------------------------------------------
 
@@ -260,4 +273,4 @@ def decoded(blobs: dict[Key, Typed], key: Key) -> Typed | None:
     return wrapped.get(key)
 
 
-__all__ = ["DELTA", "MIN_ENCODE", "ROOT", "Blobs", "BrokenDelta", "decoded", "is_encoded"]
+__all__ = ["CACHE_BYTES", "DELTA", "MIN_ENCODE", "ROOT", "Blobs", "BrokenDelta", "decoded", "is_encoded"]

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from persistence.codec import Blobs
+from persistence.codec import CACHE_BYTES, Blobs
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
 from persistence.memory.residency import Loader, Residency, Resident, blob_size, checkpoint_size, write_size
@@ -41,6 +41,13 @@ class Pressure(Protocol):
         """Ask for an early backup without waiting for it."""
 
 
+def decode_cache_bytes(budget: int | None) -> int:
+    """Decoded versions kept for the next reads: 16 MB, at most an eighth of a budget (256 KiB at least)."""
+    if budget is None:
+        return CACHE_BYTES
+    return max(256 * 1024, min(CACHE_BYTES, budget // 8))
+
+
 class MemoryCache:
     """Resident threads of one saver, their pending changes and the lock over both."""
 
@@ -48,7 +55,7 @@ class MemoryCache:
         self.storage: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
         self.writes: defaultdict[tuple[str, str, str], dict[tuple[str, int], tuple]] = defaultdict(dict)
         #: channel values, compressed and as deltas between versions (see :mod:`persistence.codec`)
-        self.blobs = Blobs()
+        self.blobs = Blobs(cache_bytes=decode_cache_bytes(budget))
         self.lock = threading.RLock()
         self.changes = ChangeLog()
         self.residency = Residency(
