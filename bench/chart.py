@@ -77,8 +77,80 @@ def figure(results: dict[str, Any]) -> go.Figure:
     return fig
 
 
+_SAVERS = (
+    ("memory", "InMemorySaver", "#7f7f7f"),
+    ("hybrid", "HybridSaver", "#1f77b4"),
+    ("postgres", "PostgresSaver", "#d62728"),
+)
+
+
+def long_figure(results: dict[str, Any]) -> go.Figure | None:
+    """One thread grown to 1,000 turns: memory, PostgreSQL bytes and turn time per saver, against turns."""
+    from plotly.subplots import make_subplots
+
+    lengths = (results.get("long") or {}).get("lengths") or {}
+    if not lengths:
+        return None
+    turns = sorted(int(n) for n in lengths)
+    rows = [lengths[str(n)] for n in turns]
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=("memory (MB, log)", "PostgreSQL bytes (MB, log)", "graph turn (ms, median)")
+    )
+    series = {
+        "memory": [r["memory_payload_bytes"] / 1e6 for r in rows],
+        "hybrid": [r["hybrid_resident_bytes"] / 1e6 for r in rows],
+    }
+    store = {
+        "hybrid": [r["hybrid_store_bytes"] / 1e6 for r in rows],
+        "postgres": [r["postgres_store_bytes"] / 1e6 for r in rows],
+    }
+    for key, name, color in _SAVERS:
+        for col, values in ((1, series.get(key)), (2, store.get(key)), (3, [r["turn_ms"][key] for r in rows])):
+            if values is None:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=turns,
+                    y=values,
+                    name=name,
+                    legendgroup=key,
+                    showlegend=col == 3,
+                    mode="lines+markers",
+                    line={"color": color, "width": 2.5},
+                ),  # fmt: skip
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="turns in the thread")
+    meta = results["meta"]
+    fig.update_layout(
+        title={
+            "text": "One conversation grown to 1,000 turns, per saver"
+            f"<br><sup>{meta['mode']} run, {meta['machine']}, real chat graph (offline responder)</sup>",
+            "x": 0.02,
+        },
+        legend={"orientation": "h", "x": 0.0, "y": -0.2, "xanchor": "left", "yanchor": "top"},
+        template="plotly_white",
+        width=WIDTH + 300,
+        height=520,
+        margin={"l": 60, "r": 30, "t": 90, "b": 110},
+    )
+    return fig
+
+
 def write(results: dict[str, Any], html: Path, png: Path) -> str | None:
-    """Write the chart as HTML and PNG; return why the PNG could not be made, or None."""
+    """Write the charts as HTML and PNG (the long-conversation one beside, ``*_long``); return why a PNG
+    could not be made, or None."""
+    long = long_figure(results)
+    if long is not None:
+        long_html = html.with_name(html.stem.replace("growth", "long") + html.suffix)
+        long.write_html(long_html, include_plotlyjs="cdn", full_html=True)
+        try:
+            _png(long, png.with_name(png.stem.replace("growth", "long") + png.suffix), width=WIDTH + 300, height=520)
+        except Exception as exc:  # noqa: BLE001 - the PNG is a convenience
+            logger.warning("could not render the long-conversation chart: %s", exc)
     fig = figure(results)
     html.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(html, include_plotlyjs="cdn", full_html=True)
@@ -90,7 +162,7 @@ def write(results: dict[str, Any], html: Path, png: Path) -> str | None:
     return None
 
 
-def _png(fig: go.Figure, png: Path) -> None:
+def _png(fig: go.Figure, png: Path, width: int = WIDTH, height: int = HEIGHT) -> None:
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -104,7 +176,7 @@ def _png(fig: go.Figure, png: Path) -> None:
                 args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
             )
             try:
-                page = browser.new_page(viewport={"width": WIDTH + 40, "height": HEIGHT + 40}, device_scale_factor=2)
+                page = browser.new_page(viewport={"width": width + 40, "height": height + 40}, device_scale_factor=2)
                 page.goto(page_file.as_uri())
                 page.wait_for_selector(".main-svg", timeout=30_000)
                 page.locator(".plotly-graph-div").first.screenshot(path=str(png))
@@ -112,4 +184,4 @@ def _png(fig: go.Figure, png: Path) -> None:
                 browser.close()
 
 
-__all__ = ["figure", "write"]
+__all__ = ["figure", "long_figure", "write"]

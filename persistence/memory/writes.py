@@ -89,7 +89,8 @@ def put_checkpoint(
         saved = storage[thread_id][ns][checkpoint_id]
         check_size(saved[0], "the checkpoint", limit)
         for key in keys:
-            check_size(blobs.raw(key), f"channel {key[2]!r}", limit)
+            # the size LangGraph serialised (what the limit is documented for), not the compressed one
+            check_size(blobs[key], f"channel {key[2]!r}", limit)
     except Exception as exc:
         # InMemorySaver may have stored part of it before failing: take it back
         for key, old in zip(keys, old_blobs, strict=True):

@@ -21,7 +21,14 @@ from typing import Any
 import psycopg
 
 from persistence.db import DB_ERRORS, connect_session, describe_url
-from persistence.errors import CorruptBackup, DatabaseUnavailable, InvalidValue, ThreadBusy, ThreadNotFound
+from persistence.errors import (
+    CorruptBackup,
+    DatabaseUnavailable,
+    GenerationNotFound,
+    InvalidValue,
+    ThreadBusy,
+    ThreadNotFound,
+)
 from persistence.fleet.member import FleetMember
 from persistence.fleet.membership import Membership
 from persistence.fleet.messenger import Messenger
@@ -160,6 +167,8 @@ class Restorer:
                 "or pass on_damage='skip' to restore everything else.",
                 damaged,
             )
+        # the source generation's totals, read now: retention right after the restore may drop it (the oldest kept)
+        source_counts = self._generation_counts(generation) if thread_id is None else (None, None)
         with self._writer.exclusive():
             hold = _Hold(
                 self._cache, self._link, self._ownership, self._membership, self._messenger, self._member, thread_id
@@ -177,20 +186,26 @@ class Restorer:
             # no budget: every thread stays resident, as before the restore
             self._reload_after_restore(thread_id)
         counts = self._generation_counts(new)
-        report("done", 1.0, f"restored as generation {new}")
+        if thread_id is None:
+            # the generation's own totals: counting its rows again takes seconds on a large store
+            threads, checkpoints = source_counts
+        else:
+            restored = self._store.thread_counts(generation, thread_id)
+            threads, checkpoints = len(restored), sum(n for n, _ in restored.values())
         self._writer.record(
             BackupRun(trigger="restore", started_at=started, finished_at=datetime.now(UTC), generation=new),
             request_id,
             counts,
         )
-        restored = self._store.thread_counts(generation, thread_id)
+        # last: a progress that says "done" while work goes on is not true
+        report("done", 1.0, f"restored as generation {new}")
         return RestoreResult(
             restored_from=generation,
             generation=new,
             undo_generation=undo,
             thread_id=thread_id,
-            threads=len(restored),
-            checkpoints=sum(n for n, _ in restored.values()),
+            threads=threads or 0,
+            checkpoints=checkpoints or 0,
             damaged=damaged,
             members=members,
         )
@@ -261,7 +276,7 @@ class Restorer:
     def _generation_counts(self, generation: int) -> tuple[int | None, int | None]:
         try:
             gen = self._store.get_generation(generation)
-        except (*DB_ERRORS, psycopg.Error):
+        except (*DB_ERRORS, psycopg.Error, GenerationNotFound):
             return (None, None)
         return (gen.threads, gen.checkpoints)
 

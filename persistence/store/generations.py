@@ -26,7 +26,15 @@ from persistence.errors import GenerationNotFound, StoreNotFound, StoreTooNew
 from persistence.store.directory import ThreadDirectory
 from persistence.store.place import Place
 from persistence.store.records import Changes, Generation, Snapshot, Written
-from persistence.store.rows import build_snapshot, copy_in, copy_out, live_at, next_generation, summary_text
+from persistence.store.rows import (
+    build_snapshot,
+    bytes_loader,
+    copy_in,
+    copy_out,
+    live_at,
+    next_generation,
+    summary_text,
+)
 from persistence.store.runs import RunLog
 from persistence.store.schema import CONTENT_LIMIT, DEFAULT_SCHEMA, MIGRATIONS, TABLES, dec, enc
 from persistence.store.upkeep import GenerationUpkeep
@@ -353,6 +361,7 @@ class Store:
         rows: dict[str, list[tuple]] = {"checkpoints": [], "writes": [], "blobs": []}
         cps, wrs, bls = rows["checkpoints"], rows["writes"], rows["blobs"]
         with pool_connection(self.pool) as conn, conn.cursor() as cur:
+            bytes_loader(cur)
             with cur.copy(stmt, {"t": [enc(t) for t in thread_ids]}) as copy:
                 copy.set_types(
                     ["int2", "bytea", "bytea", "bytea", "bytea", "int4", "text", "bytea", "text", "bytea", "bytea"]

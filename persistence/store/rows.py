@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import BytesBinaryDumper
+from psycopg.types.string import ByteaBinaryLoader, BytesBinaryDumper
 
 from persistence.store.records import Snapshot
 from persistence.store.schema import TABLES, dec, dec_version, describe_row, enc, row_crc
@@ -66,6 +66,20 @@ def copy_in(cur: psycopg.Cursor, s: sql.Identifier, table: str, rows: list[tuple
     return sum(sum(map(len, filter(None, (row[i] for row in rows)))) for i, t in enumerate(types) if t == "bytea")
 
 
+class _BytesLoader(ByteaBinaryLoader):
+    """bytea as ``bytes``: psycopg's pure-Python implementation hands COPY's buffers out as memoryviews."""
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+def bytes_loader(cur: psycopg.Cursor) -> None:
+    """Make ``cur`` load bytea as ``bytes`` whichever psycopg implementation runs (the C one already does,
+    with its faster loader, which is kept)."""
+    if psycopg.pq.__impl__ == "python":
+        cur.adapters.register_loader("bytea", _BytesLoader)
+
+
 def copy_out(
     cur: psycopg.Cursor,
     s: sql.Identifier,
@@ -89,6 +103,7 @@ def copy_out(
         t=sql.Identifier(table),
         w=where,
     )
+    bytes_loader(cur)
     with cur.copy(stmt, params) as copy:
         copy.set_types(list(types))
         yield from copy.rows()
@@ -166,4 +181,4 @@ def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> S
     return snap
 
 
-__all__ = ["build_snapshot", "copy_in", "copy_out", "live_at", "next_generation", "summary_text"]
+__all__ = ["build_snapshot", "bytes_loader", "copy_in", "copy_out", "live_at", "next_generation", "summary_text"]
