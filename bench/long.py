@@ -29,6 +29,8 @@ from bench.settings import Settings
 THREAD = "long"
 #: turns measured at each length (the medians)
 WINDOW = 15
+#: get_tuple samples at each length (interleaved across the savers)
+GET_SAMPLES = 31
 
 
 def _payload(saver: InMemorySaver) -> int:
@@ -114,7 +116,8 @@ def run_long(db: Database, settings: Settings, log: Any) -> dict[str, Any]:
             if turn not in lengths:
                 continue
             get_ms: dict[str, list[float]] = {name: [] for name in savers}
-            for i in range(WINDOW):
+            gc.collect()
+            for i in range(GET_SAMPLES):
                 for name in names[i % 3 :] + names[: i % 3]:
                     t0 = time.perf_counter()
                     savers[name].get_tuple(config)
