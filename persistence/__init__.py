@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from persistence.config import ConfigError, SaverOptions
 from persistence.errors import (
     CorruptBackup,
     DatabaseUnavailable,
@@ -19,6 +20,7 @@ from persistence.fleet import Member
 from persistence.ops.restore import VerifyResult
 from persistence.records import BackupRun, RestoreResult, SaverStats
 from persistence.saver import HybridSaver
+from persistence.serde import EncryptedStore
 from persistence.store import Generation
 
 #: the version of the checkout when the package is not installed (keep equal to pyproject.toml's)
@@ -30,8 +32,10 @@ except PackageNotFoundError:  # running from a checkout
 
 __all__ = [
     "BackupRun",
+    "ConfigError",
     "CorruptBackup",
     "DatabaseUnavailable",
+    "EncryptedStore",
     "Generation",
     "GenerationNotFound",
     "HybridSaver",
@@ -40,6 +44,7 @@ __all__ = [
     "Member",
     "RestoreResult",
     "SaverClosed",
+    "SaverOptions",
     "SaverStats",
     "StoreLocked",
     "ThreadBusy",
