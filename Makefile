@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: run test bench lint format clean browser postgres15 pgbouncer
+.PHONY: run test bench lint format clean browser postgres15 pgbouncer prometheus
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,21 @@ pgbouncer:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) \
 	  || { echo "could not install PgBouncer: run 'apt-get install -y pgbouncer' as root"; exit 1; }; }
 
+# Debian's Prometheus (and promtool) for the metrics tests (started by the tests themselves, never as a service).
+prometheus:
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { \
+	  echo "installing Debian's Prometheus for the metrics tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	  || { echo "could not install Prometheus: run 'apt-get install -y prometheus' as root"; exit 1; }; }
+
+# the dashboard's port: `make run PORT=8600` (or PORT in the environment), else Streamlit's own
+# STREAMLIT_SERVER_PORT, else 8501
 run: $(STAMP)
-	$(VENV)/bin/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT) \
+	$(VENV)/bin/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port \
+	  $(if $(filter file,$(origin PORT)),$(or $(STREAMLIT_SERVER_PORT),$(PORT)),$(PORT)) \
 	  --server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP) browser postgres15 pgbouncer
+test: $(STAMP) browser postgres15 pgbouncer prometheus
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

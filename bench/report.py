@@ -87,6 +87,19 @@ TARGETS: list[Target] = [
         lambda r: f"{_op(r, 'turn', 'postgres'):.2f} ms vs {_op(r, 'turn', 'hybrid'):.2f} ms",
     ),
     Target(
+        "turn_with_metrics_vs_without",
+        "graph turn with the saver scraped by a SaverCollector every 50 ms / not scraped (median)",
+        "<=",
+        1.05,
+        lambda r: r["metrics"]["ratio"],
+        lambda r: "{:.2f} ms vs {:.2f} ms; a scrape {:.1f} ms, {:,} bytes".format(
+            r["metrics"]["with"]["median"],
+            r["metrics"]["without"]["median"],
+            r["metrics"]["scrape"]["median"],
+            r["metrics"]["exposition_bytes"],
+        ),
+    ),
+    Target(
         "cold_start_vs_full_load",
         "from from_url to the first served turn, budget of a tenth / everything loaded",
         "<=",

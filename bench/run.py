@@ -25,6 +25,7 @@ from bench.database import Database  # noqa: E402
 from bench.fleet import run_fleet  # noqa: E402
 from bench.long import run_long  # noqa: E402
 from bench.memory import run_memory  # noqa: E402
+from bench.metrics import run_metrics  # noqa: E402
 from bench.ops import run_ops  # noqa: E402
 from bench.residency import run_residency  # noqa: E402
 from bench.settings import Settings, current  # noqa: E402
@@ -134,6 +135,8 @@ def main() -> int:
         log("recorded template conversations on the real chat graph")
         log("operations: InMemorySaver vs HybridSaver vs PostgresSaver")
         results["ops"] = run_ops(db, templates, settings, log)
+        log("metrics: graph turns with the saver scraped and without")
+        results["metrics"] = run_metrics(db, templates, settings, log)
         log(f"puts during the backup of {settings.during_threads:,} threads")
         results["puts_during_backup"] = run_puts_during_backup(db, templates, settings, log)
         log(f"operations during the backup of {settings.during_threads:,} threads")

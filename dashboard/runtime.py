@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 SAMPLE_SECONDS = 2.0
 #: the name the dashboard's saver joins the fleet under (its interval and pause are kept per name)
 MEMBER_NAME = "dashboard"
+#: bytes of threads the dashboard's own saver keeps resident when MEMORY_BUDGET is unset: it holds
+#: only the threads it chats with (it reads every other thread without taking it, see views.threads)
+DEFAULT_BUDGET = 32 * 10**6
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,17 @@ class Settings:
 
     interval: float | None
     retention: int
+    #: seconds: generations younger than this are kept whatever their count (``BACKUP_RETENTION_AGE``)
+    retention_age: float | None
     memory_budget: int | None
     refresh_seconds: float
 
 
 def settings_from_env() -> Settings:
     """``BACKUP_INTERVAL`` (seconds, default 30; ``0``/``off`` disables scheduled backups),
-    ``BACKUP_RETENTION`` (generations kept, default 50), ``MEMORY_BUDGET`` (e.g. ``512MB``; unset:
-    every thread stays in memory) and ``DASHBOARD_REFRESH`` (seconds between live panel
-    refreshes, default 5).
+    ``BACKUP_RETENTION`` (generations kept, default 50), ``MEMORY_BUDGET`` (e.g. ``512MB``, 10^6
+    bytes a MB; unset: :data:`DEFAULT_BUDGET`, the chat's threads) and ``DASHBOARD_REFRESH``
+    (seconds between live panel refreshes, default 5).
 
     Raises:
         ConfigError: a variable is not usable; the message names it and says what is accepted.
@@ -65,7 +70,8 @@ def settings_from_env() -> Settings:
     return Settings(
         interval=saver.backup_interval,
         retention=saver.retention,
-        memory_budget=saver.memory_budget,
+        retention_age=saver.retention_age,
+        memory_budget=saver.memory_budget if saver.memory_budget is not None else DEFAULT_BUDGET,
         refresh_seconds=refresh,
     )
 
@@ -114,9 +120,12 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
         url,
         backup_interval=settings.interval,
         retention=settings.retention,
+        retention_age=settings.retention_age,
         memory_budget=settings.memory_budget,
         name=MEMBER_NAME,
         allow_offline=True,
+        # the console observes: it loads a thread when it chats with it, never the store at start
+        warm_start=False,
         # LANGGRAPH_AES_KEY: the dashboard reads (and its demo chat writes) an encrypted store as LangGraph does
         serde=serde_from_env(),
     )
@@ -161,8 +170,8 @@ def _release(runtime: Runtime) -> None:
 
 
 @st.cache_resource(
-    show_spinner="Starting the saver: connecting to PostgreSQL, joining the store's members and loading the "
-    "most recently used threads (with MEMORY_BUDGET set, the rest load when opened)…",
+    show_spinner="Starting the dashboard's saver: connecting to PostgreSQL and joining the store's members "
+    "(no thread is loaded: each one loads when you chat with it)…",
     on_release=_release,
 )
 def get_runtime() -> Runtime:

@@ -28,7 +28,7 @@ def new_thread_id() -> str:
 
 
 def thread_exists(runtime: Runtime, thread_id: str) -> bool:
-    """True when the thread has a checkpoint (resident, or cold in PostgreSQL: then it loads)."""
+    """True when the thread has a checkpoint here or in PostgreSQL (read without loading or claiming it)."""
     return views.thread_exists(runtime.saver, thread_id)
 
 
@@ -47,21 +47,25 @@ def rename(runtime: Runtime, thread_id: str, title: str) -> str:
     return title
 
 
-def fork(runtime: Runtime, thread_id: str, checkpoint_id: str, new_id: str | None = None) -> str:
+def fork(runtime: Runtime, thread_id: str, checkpoint_id: str, new_id: str | None = None, *, source: Any = None) -> str:
     """A new thread holding ``thread_id`` as it was at ``checkpoint_id``: that checkpoint and its
     ancestors (with their pending writes), none of the later ones; then a checkpoint that titles
     it "(fork)". Returns the new thread's id.
+
+    The checkpoints are read from ``source`` (a ``views.ThreadView``: the thread is not taken from
+    the member that holds it), else through the saver; only the new thread is written.
     """
     new_id = (new_id or "").strip() or new_thread_id()
     if thread_exists(runtime, new_id):
         raise InvalidValue(f"Thread {new_id!r} already exists; pick another id for the fork.")
     saver = runtime.saver
+    reader = source if source is not None else saver
     chain = []
     config: dict[str, Any] | None = {
         "configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
     }
     while config is not None:
-        found = saver.get_tuple(config)  # type: ignore[arg-type]
+        found = reader.get_tuple(config)  # type: ignore[arg-type]
         if found is None:
             break
         chain.append(found)

@@ -19,7 +19,7 @@ from agent.messages import message_role, message_text
 from dashboard.auth import logout_button, require_login
 from dashboard.nav import ensure_routed
 from dashboard.runtime import ConfigError, Runtime, get_runtime, reset_runtime
-from dashboard.views import attached
+from dashboard.views import DB_ERRORS, attached, fleet_alerts
 from persistence import (
     DatabaseUnavailable,
     GenerationNotFound,
@@ -39,8 +39,10 @@ _CONFIRM = "_dashboard_confirm"
 # -- page preamble ---------------------------------------------------------------------------------
 
 
-def page_setup(title: str, caption: str | None = None) -> Runtime:
-    """Gate the page, get the shared runtime, say when PostgreSQL is offline; return the runtime.
+def page_setup(title: str, caption: str | None = None, *, own_pause_banner: bool = True) -> Runtime:
+    """Gate the page, get the shared runtime, say when PostgreSQL is offline and which members are
+    paused or lag behind (this dashboard's own pause too, unless the page says it itself); return the
+    runtime.
 
     Stops the script (after saying what happened and what to do) when the runtime cannot be built.
     """
@@ -53,7 +55,8 @@ def page_setup(title: str, caption: str | None = None) -> Runtime:
     st.title(title)
     if caption:
         st.caption(caption)
-    _offline_banner(runtime)
+    if _offline_banner(runtime):
+        _fleet_banner(runtime, own_pause_banner)
     _show_flash()
     return runtime
 
@@ -89,7 +92,26 @@ def _runtime_or_stop() -> Runtime:
     raise AssertionError("unreachable")  # st.stop() raises
 
 
-def _offline_banner(runtime: Runtime) -> None:
+def _fleet_banner(runtime: Runtime, own: bool) -> None:
+    saver = runtime.saver
+    try:
+        members = saver.members()
+    except DB_ERRORS:
+        return
+    if not own:
+        members = [m for m in members if m.instance_id != saver.instance_id]
+    alerts = fleet_alerts(saver, members)
+    if alerts:
+        st.warning(
+            "\n".join(f"- {a}" for a in alerts)
+            + "\n\nA crash of a member loses what it has not backed up. Resume it, or press Backup now for "
+            "it, on the **Backups** page.",
+            icon=":material/pause_circle:",
+        )
+
+
+def _offline_banner(runtime: Runtime) -> bool:
+    """Say when the store cannot be used; True when it answers."""
     saver = runtime.saver
     if attached(saver):
         try:
@@ -103,7 +125,7 @@ def _offline_banner(runtime: Runtime) -> None:
                 "backup after the database is back: the next scheduled one, or **Backup now**.",
                 icon=":material/cloud_off:",
             )
-            return
+            return False
         last = saver.last_run
         if last is not None and not last.ok:
             st.warning(
@@ -113,7 +135,8 @@ def _offline_banner(runtime: Runtime) -> None:
                 "database (see the runs on the Backups page).",
                 icon=":material/sync_problem:",
             )
-        return
+            return False
+        return True
     reason = getattr(saver, "attach_error", None) or "the database did not answer"
     where = "the embedded server in .data/pg" if runtime.embedded else runtime.database
     st.warning(
@@ -125,6 +148,7 @@ def _offline_banner(runtime: Runtime) -> None:
         "the Backups page.",
         icon=":material/cloud_off:",
     )
+    return False
 
 
 # -- toasts that survive st.rerun() ------------------------------------------------------------------
@@ -261,13 +285,17 @@ def plural(n: int, word: str) -> str:
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
+    """Sizes in SI units, as ``MEMORY_BUDGET`` reads them and the CLI prints them: 1 MB = 10^6 bytes."""
+    try:
+        n = float(n)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # None, pandas' NA
         return "—"
-    n = float(n)
+    if n != n:
+        return "—"
     for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+        if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        n /= 1000
     return f"{n:.1f} GB"
 
 
@@ -312,10 +340,21 @@ def fmt_time(at: datetime | None) -> str:
     """Local time, to the second (accepts datetimes and pandas Timestamps)."""
     if at is None or at != at:  # None or NaT
         return "—"
+    return _local(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_utc(at: Any, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """UTC time as text for a table cell; "—" for None and NaT (a date column shows them as "None")."""
+    if at is None or at != at:
+        return "—"
+    return _local(at).astimezone(UTC).strftime(fmt)
+
+
+def _local(at: Any) -> datetime:
     to_py = getattr(at, "to_pydatetime", None)
     if callable(to_py):
         at = to_py()
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return at.astimezone()
 
 
 __all__ = [
@@ -329,6 +368,7 @@ __all__ = [
     "fmt_bytes",
     "fmt_seconds",
     "fmt_time",
+    "fmt_utc",
     "plural",
     "page_setup",
     "render_messages",

@@ -13,6 +13,7 @@ from persistence.ops.scheduler import MAX_INTERVAL
 runtime = ui.page_setup(
     "Backups",
     "Each member backs up what changed since its last run as a new generation. This dashboard is one member.",
+    own_pause_banner=False,  # said below, next to its Resume button
 )
 saver = runtime.saver
 refresh = timedelta(seconds=runtime.settings.refresh_seconds)
@@ -34,19 +35,26 @@ def _toast_run(run: BackupRun) -> None:
         )
 
 
-def _ask_member(member_id: int, op: str, **args: object) -> str | None:
-    """Send ``op`` to one member (this one directly); return an error sentence or None."""
+def _ask_member(member_id: int, op: str, **args: object) -> tuple[str | None, dict]:
+    """Send ``op`` to one member (this one directly); return (an error sentence or None, its answer)."""
     try:
         if member_id == saver.instance_id:
             if op == "backup":
                 run = saver.backup(trigger="manual")
-                return run.error
+                return run.error, {"generation": run.generation, "rows": run.rows, "empty": run.empty}
             getattr(saver, op)(*args.values())
-            return None
+            return None, {}
         answer = saver.ask(member_id, op, timeout=30, **args)
-        return answer.error
+        return answer.error, answer.result
     except Exception as exc:  # noqa: BLE001 - one member's failure is reported, the others go on
-        return ui.error_text(exc, saver.conninfo)
+        return ui.error_text(exc, saver.conninfo), {}
+
+
+def _wrote(result: dict) -> str:
+    """What a member's backup wrote, in words."""
+    if result.get("generation") is None:
+        return "nothing to back up"
+    return f"wrote generation {result['generation']} ({int(result.get('rows') or 0):,} rows)"
 
 
 def _backup_members(member_ids: list[int]) -> None:
@@ -54,12 +62,11 @@ def _backup_members(member_ids: list[int]) -> None:
     results = []
     with st.spinner("Asking the members to back up…"):
         for mid in member_ids:
-            before = saver.store.latest_generation()
-            error = _ask_member(mid, "backup")
-            results.append((mid, error, before))
+            error, result = _ask_member(mid, "backup")
+            results.append((mid, error, result))
     failed = [f"member {m}: {e}" for m, e, _ in results if e]
-    done = [f"member {m}" for m, e, _ in results if not e]
-    text = ("Backed up " + ", ".join(done) + ". ") if done else ""
+    done = [f"member {m} {_wrote(r)}" for m, e, r in results if not e]
+    text = ("Backed up: " + "; ".join(done) + ". ") if done else ""
     text += ("Failed on " + "; ".join(failed)) if failed else ""
     ui.flash(text or "No member to back up.", icon=":material/error:" if failed else ":material/check_circle:")
 
@@ -229,12 +236,22 @@ def members() -> None:
         ),
         schedule=df.apply(
             lambda r: (
-                "off"
+                ("paused" if r["paused"] else "on demand only")
                 if pd.isna(r["interval"])
                 else ("paused" if r["paused"] else f"every {ui.fmt_seconds(r['interval'])}")
             ),
             axis=1,
         ),
+        last=df.apply(
+            lambda r: (
+                "none yet"
+                if pd.isna(r["last_backup"])
+                else ui.fmt_utc(r["last_backup"], "%H:%M:%S") + ("" if r["last_ok"] is not False else " (failed)")
+            ),
+            axis=1,
+        ),
+        heartbeat_text=df["heartbeat"].map(lambda t: ui.fmt_utc(t, "%H:%M:%S")),
+        started_text=df["started"].map(ui.fmt_utc),
     )
     picked = st.dataframe(
         shown,
@@ -244,31 +261,29 @@ def members() -> None:
         column_order=[
             "who",
             "name",
-            "host",
-            "pid",
-            "started",
-            "heartbeat",
-            "resident_threads",
-            "memory",
+            "schedule",
             "pending",
             "lag_s",
-            "last_backup",
-            "last_ok",
-            "schedule",
+            "last",
+            "resident_threads",
+            "memory",
+            "heartbeat_text",
+            "host",
+            "pid",
+            "started_text",
         ],
         column_config={
             "who": st.column_config.TextColumn("Member"),
-            "name": st.column_config.TextColumn("Name"),
+            "name": st.column_config.TextColumn("Name", help="Its interval and pause are kept under it"),
             "host": st.column_config.TextColumn("Host"),
             "pid": st.column_config.NumberColumn("PID", format="%d"),
-            "started": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "heartbeat": st.column_config.DatetimeColumn("Heartbeat (UTC)", format="HH:mm:ss"),
+            "started_text": st.column_config.TextColumn("Started (UTC)"),
+            "heartbeat_text": st.column_config.TextColumn("Heartbeat (UTC)"),
             "resident_threads": st.column_config.NumberColumn("Threads held", format="localized"),
             "memory": st.column_config.TextColumn("Memory / budget"),
             "pending": st.column_config.NumberColumn("Pending", format="localized"),
             "lag_s": st.column_config.NumberColumn("Lag (s)", format="%.1f"),
-            "last_backup": st.column_config.DatetimeColumn("Last backup (UTC)", format="HH:mm:ss"),
-            "last_ok": st.column_config.CheckboxColumn("OK"),
+            "last": st.column_config.TextColumn("Last backup (UTC)"),
             "schedule": st.column_config.TextColumn("Schedule"),
         },
         key="members_table",
@@ -281,8 +296,8 @@ def members() -> None:
     st.markdown(f"**Member {mid}** ({member['host']}, pid {member['pid']})")
     backup_col, interval_col, pause_col = st.columns([1, 2, 1], vertical_alignment="bottom")
     if backup_col.button("Backup now", key=f"member_backup_{mid}", icon=":material/backup:", width="stretch"):
-        error = _ask_member(mid, "backup")
-        ui.flash(f"Member {mid}: " + (f"backup failed: {error}" if error else "backed up"))
+        error, result = _ask_member(mid, "backup")
+        ui.flash(f"Member {mid}: " + (f"backup failed: {error}" if error else _wrote(result)))
         st.rerun()
     seconds = interval_col.number_input(
         "Interval (s)",
@@ -292,13 +307,14 @@ def members() -> None:
         key=f"member_interval_{mid}",
     )
     if interval_col.button("Apply interval", key=f"member_apply_{mid}"):
-        error = _ask_member(mid, "set_interval", seconds=float(seconds))
+        error, _result = _ask_member(mid, "set_interval", seconds=float(seconds))
         ui.flash(f"Member {mid}: " + (f"failed: {error}" if error else f"every {ui.fmt_seconds(float(seconds))}"))
         st.rerun()
     op = "resume" if member["paused"] else "pause"
     if pause_col.button(op.capitalize(), key=f"member_{op}_{mid}", width="stretch"):
-        error = _ask_member(mid, op)
-        ui.flash(f"Member {mid}: " + (f"failed: {error}" if error else f"{op}d"))
+        error, _result = _ask_member(mid, op)
+        kept = f" (kept under its name {member['name']!r}: it survives a restart)" if member["name"] else ""
+        ui.flash(f"Member {mid}: " + (f"failed: {error}" if error else f"{op}d{kept}"))
         st.rerun()
 
 
@@ -372,7 +388,10 @@ def history() -> None:
 
 
 st.fragment(run_every=None if frozen else refresh)(history)()
-st.caption(f"Connection: `{runtime.database_masked}` · live panels refresh every {ui.fmt_seconds(refresh.seconds)}")
+st.caption(
+    f"Connection: `{runtime.database_masked}` · live panels refresh every {ui.fmt_seconds(refresh.seconds)} · "
+    "sizes in SI units (1 MB = 10^6 bytes), as MEMORY_BUDGET reads them and the CLI prints them"
+)
 
 
 # -- generations ---------------------------------------------------------------------------------------

@@ -87,8 +87,12 @@ def _status(thread_id: str) -> None:
 thread_id = st.session_state.chat_thread
 state = None
 with ui.reporting("Reading the thread", runtime) as read:
-    state = runtime.graph.get_state(thread_config(thread_id))
+    # a new chat is not read (a read would claim its id in the store); offline, a thread not in memory
+    # cannot be told from a new one, and the read says so
     exists = threads.thread_exists(runtime, thread_id)
+    if exists or not views.database_answering(saver):
+        state = runtime.graph.get_state(thread_config(thread_id))
+        exists = exists or bool(state is not None and state.values)
 if read.failed:
     # e.g. PostgreSQL is unreachable and this thread is not in memory: nothing to show or write to
     st.stop()

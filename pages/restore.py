@@ -1,6 +1,8 @@
 """Restore: the kept generations, a preview of one against the current state, restore all or one
 thread after confirmation, and how to undo it."""
 
+import time
+
 import streamlit as st
 
 from dashboard import tables, ui, views
@@ -40,17 +42,27 @@ def _restore(req: dict) -> bool:
         phases.append(f"{phase}: {detail}")
         bar.progress(min(max(fraction, 0.0), 1.0), text=f"**{phase.capitalize()}** · {detail}")
 
+    started = time.monotonic()
     with ui.reporting("Restore", runtime) as outcome:
-        expected = saver.store.thread_counts(generation, thread_id)
         result = saver.restore(generation, thread_id=thread_id, progress=progress)
-        bar.progress(1.0, text="Checking the store against the generation…")
-        now = saver.store.thread_counts(None, thread_id)
-        mismatched = sorted(t for t in set(expected) | set(now) if expected.get(t) != now.get(t))
+        # the check is cheap: one thread's rows, or the two generations' totals (kept with them)
+        if thread_id is not None:
+            then = saver.store.thread_counts(generation, thread_id)
+            now = saver.store.thread_counts(None, thread_id)
+            mismatched = [thread_id] if then != now else []
+        else:
+            then_gen, now_gen = saver.store.get_generation(generation), saver.store.get_generation(result.generation)
+            same = (then_gen.threads, then_gen.checkpoints) == (now_gen.threads, now_gen.checkpoints)
+            mismatched = [] if same else [f"{now_gen.threads:,} threads / {now_gen.checkpoints:,} checkpoints now"]
     if outcome.failed:
         return False
-    st.session_state.restore_result = {"result": result, "mismatched": mismatched, "phases": phases}
+    took = time.monotonic() - started
+    st.session_state.restore_result = {"result": result, "mismatched": mismatched, "phases": phases, "took": took}
     scope = f"thread {thread_id}" if thread_id else "all threads"
-    ui.flash(f"Restored generation {generation} ({scope})", icon=":material/settings_backup_restore:")
+    ui.flash(
+        f"Restored generation {generation} ({scope}) in {ui.fmt_seconds(took)}",
+        icon=":material/settings_backup_restore:",
+    )
     return True
 
 
@@ -81,10 +93,12 @@ done = st.session_state.get("restore_result")
 if done is not None:
     result = done["result"]
     scope = f"thread `{result.thread_id}`" if result.thread_id else "all threads"
+    took = f" in {ui.fmt_seconds(done['took'])}" if done.get("took") is not None else ""
     st.success(
-        f"**Restored generation {result.restored_from}** ({scope}) as generation {result.generation}: "
+        f"**Restored generation {result.restored_from}** ({scope}) as generation {result.generation}{took}: "
         f"{ui.plural(result.threads, 'thread')}, {ui.plural(result.checkpoints, 'checkpoint')} now.\n\n"
-        f"**To undo**, restore generation **{result.undo_generation}** (the pre-restore backup).",
+        f"**To undo**, restore generation **{result.undo_generation}** (the state just before the restore, "
+        "with what every member had not backed up).",
         icon=":material/check_circle:",
     )
     if result.members:
@@ -96,7 +110,7 @@ if done is not None:
     with st.expander("What the restore did"):
         st.markdown("\n".join(f"1. {p}" for p in done.get("phases", [])))
     if done["mismatched"]:
-        st.warning(f"The store differs from the generation for: {', '.join(done['mismatched'][:20])}")
+        st.warning(f"The store differs from the generation: {', '.join(done['mismatched'][:20])}")
     undo_col, dismiss_col, _ = st.columns([2, 1, 3])
     if result.undo_generation is not None and undo_col.button(
         f"Undo: restore generation {result.undo_generation}…", icon=":material/undo:", key="undo"
@@ -159,14 +173,18 @@ if scope == "One thread":
         "Thread (type to search titles and ids)",
         in_gen,
         index=None,
-        format_func=lambda t: f"{names.get(t) or '(untitled)'} · {t}",
+        format_func=lambda t: f"{names[t]} · {t}" if names.get(t) else t,
         placeholder="Pick a thread of this generation",
         key="restore_thread",
     )
 
 preview = None
+fleet = None
 with ui.reporting("Preview", runtime):
-    preview = views.restore_preview(saver, int(generation), thread_id)
+    if scope == "All threads" or thread_id is not None:
+        # the members' changes not backed up yet count too: the restore has them back it up first
+        fleet = views.fleet_counts(saver)
+        preview = views.restore_preview(saver, int(generation), thread_id, fleet)
 if preview is None or (scope == "One thread" and thread_id is None):
     st.stop()
 
@@ -185,13 +203,32 @@ cols[4].metric(
     delta_arrow="off",
     help="Checkpoints in the generation (for the chosen scope), against memory now",
 )
-st.caption("Compared with the store as of the newest backup; the restore backs up what is pending first.")
+counted = "; ".join(
+    f"member {mid}: {ui.plural(n, 'thread')} not backed up (asked at {ui.fmt_utc(at, '%H:%M:%S')} UTC)"
+    for mid, (n, at) in sorted(fleet.answered.items())
+)
+mine = len(saver.pending_threads())
+st.caption(
+    "Compared with the state now: the store, and what each member holds that is not backed up yet (a restore "
+    "has every member back it up first). Counted: "
+    + (f"this dashboard: {ui.plural(mine, 'thread')} not backed up" + (f"; {counted}" if counted else ""))
+    + "."
+)
+if fleet.missing:
+    st.warning(
+        "Not counted (no answer): "
+        + "; ".join(f"member {mid} ({why})" for mid, why in sorted(fleet.missing.items()))
+        + ". What those members hold that is not backed up is left out of this preview; the restore asks them "
+        "again and stops if they do not hand over.",
+        icon=":material/help:",
+    )
 differ = preview[preview["change"] != "unchanged"]
 titles: dict[str, str] = views.thread_titles(saver, differ["thread_id"].head(1000)) if not differ.empty else {}
 if differ.empty:
     st.caption("The store already matches this generation for the chosen scope.")
 else:
-    shown = differ.head(1000).assign(title=lambda d: d["thread_id"].map(titles).fillna(""))
+    shown = differ.head(1000)
+    shown = shown.assign(title=[titles.get(t) or t for t in shown["thread_id"]])
     st.dataframe(
         shown,
         hide_index=True,
@@ -219,7 +256,7 @@ def _names(change: str) -> str:
     ids = list(differ[differ["change"] == change]["thread_id"])
     if not ids:
         return ""
-    named = [f"{titles.get(t) or '(untitled)'} (`{t}`)" for t in ids[:8]]
+    named = [f"{titles[t]} (`{t}`)" if titles.get(t) else f"`{t}`" for t in ids[:8]]
     return ", ".join(named) + (f" and {len(ids) - 8:,} more" if len(ids) > 8 else "")
 
 

@@ -17,6 +17,7 @@ from persistence.errors import (
     ThreadRestored,
 )
 from persistence.fleet import Member
+from persistence.ops.health import Health
 from persistence.ops.restore import VerifyResult
 from persistence.records import BackupRun, RestoreResult, SaverStats
 from persistence.saver import HybridSaver
@@ -38,6 +39,7 @@ __all__ = [
     "EncryptedStore",
     "Generation",
     "GenerationNotFound",
+    "Health",
     "HybridSaver",
     "HybridSaverError",
     "InvalidValue",

@@ -161,6 +161,7 @@ class SaverOptions(TypedDict, total=False):
     close_timeout: float
     recovery_dir: str | Path | None
     summarize: bool
+    warm_start: bool
 
 
 #: the variables :func:`saver_settings` reads, by the keyword argument of ``from_url`` each one sets

@@ -42,11 +42,13 @@ from persistence.ops.attach import Attachment
 from persistence.ops.backup import BackupWriter
 from persistence.ops.commands import CommandHandler
 from persistence.ops.figures import member_figures, saver_stats
+from persistence.ops.health import Health, check_health
 from persistence.ops.recovery import Recovery, final_backup, keep
 from persistence.ops.recovery import recovery_dir as recovery_dir_of
 from persistence.ops.restore import Progress, Restorer, VerifyResult
 from persistence.ops.scheduler import BackupScheduler, check_interval
 from persistence.ops.settings import Settings
+from persistence.ops.telemetry import Telemetry, telemetry
 from persistence.preflight import check_sessions
 from persistence.records import BackupRun, RestoreResult, SaverStats
 from persistence.serde import KEY_VARIABLE, encrypts, serde_from_env
@@ -94,6 +96,7 @@ class HybridSaver(CacheCheckpointer):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         recovery_dir: str | Path | None = None,
         summarize: bool = True,
+        warm_start: bool = True,
     ) -> None:
         if backup_interval is not None:
             backup_interval = check_interval(backup_interval)
@@ -159,6 +162,7 @@ class HybridSaver(CacheCheckpointer):
             serde=self.serde,
             budget=memory_budget,
             listen=handler,
+            warm=warm_start,
         )
         if start:
             self._start(handle_signals)
@@ -187,6 +191,7 @@ class HybridSaver(CacheCheckpointer):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         recovery_dir: str | Path | None = None,
         summarize: bool = True,
+        warm_start: bool = True,
     ) -> HybridSaver:
         """Open a pool on ``url`` and return a ready saver: schema set up, member of the store's
         fleet, threads loaded (all of them, or the most recent in the background with a
@@ -225,6 +230,9 @@ class HybridSaver(CacheCheckpointer):
                 ``HYBRID_SAVER_RECOVERY_DIR``, else ``.hybrid-saver/recovery`` in the working directory.
             summarize: keep each thread's title and text in the store for the console's search (never
                 for an encrypting ``serde``).
+            warm_start: load threads at start (all of them without a budget, the most recent with one);
+                False: load each thread only when it is used (a console that must not take the fleet's
+                threads, a short job).
 
         Raises:
             DatabaseUnavailable: ``url`` is malformed or the database cannot be reached (without
@@ -265,6 +273,7 @@ class HybridSaver(CacheCheckpointer):
                 close_timeout=close_timeout,
                 recovery_dir=recovery_dir,
                 summarize=summarize,
+                warm_start=warm_start,
             )
             saver._link.owns_pool = True
             if offline_error is not None:
@@ -530,9 +539,22 @@ class HybridSaver(CacheCheckpointer):
         """Resident threads and checkpoints, pending changes, backup lag and the residency figures."""
         return saver_stats(self.cache, self._writer, self._link, self.instance_id)
 
+    def health(self) -> Health:
+        """``ok``, ``degraded`` or ``down``, with the reasons and the figures judged (database reachable,
+        backup lag and last backup against the interval, lease, memory against the budget): see
+        :mod:`persistence.ops.health`. One ``SELECT 1``; never raises for database errors."""
+        return check_health(
+            self.stats, self._link, self._ownership, self.membership.lease, self.scheduler, closed=self.closed
+        )
+
+    def telemetry(self) -> Telemetry:
+        """Counters and histograms since the start (backup runs, loads, claims, handoffs, ThreadBusy,
+        fencing refusals, lease reconnects), read by ``persistence.metrics``; no I/O."""
+        return telemetry(self._writer, self.cache, self._ownership, self.membership.lease)
+
     def _figures(self) -> dict[str, Any]:
         """This member's figures for its heartbeat row and the ``status`` command."""
-        return member_figures(self.stats(), self.scheduler)
+        return member_figures(self.stats(), self.scheduler, self.cache)
 
 
 __all__ = ["BackupRun", "HybridSaver", "RestoreResult", "SaverStats"]

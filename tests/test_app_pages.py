@@ -17,7 +17,7 @@ from agent import build_graph, chat_turn, thread_config
 from agent.responder import OfflineResponder
 from dashboard import views
 from dashboard.runtime import Runtime, get_runtime, reset_runtime
-from persistence import HybridSaver
+from persistence import DatabaseUnavailable, HybridSaver
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -159,7 +159,8 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
     assert len(at.dataframe) == 1
     table = at.dataframe[0].value.set_index("thread_id")
     assert sorted(table.index) == ["alpha", "beta", "delta", "gamma"]
-    assert table.loc["delta", "status"] == "pending" and table.loc["alpha", "status"] == "backed up"
+    assert table.loc["delta", "status"] == "pending here" and table.loc["alpha", "status"] == "backed up"
+    assert table.loc["delta", "backup"] == "3 checkpoints not backed up (here)"
     assert "4 threads" in texts(at)
     assert at.selectbox(key="threads_page_size").value == 25
 
@@ -196,7 +197,7 @@ def test_threads_search_inspect_fork_prune(app: AppTest) -> None:
         if len(rt.graph.get_state({"configurable": {"thread_id": "alpha", "checkpoint_id": cid}}).values["messages"])
         == 2
     )
-    at.selectbox(key="fork_from").select(after_first)
+    at.selectbox(key="fork_from-here").select(after_first)
     at.text_input(key="fork_id").input("alpha-fork")
     at.button(key="fork").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -326,7 +327,9 @@ def test_backup_now_for_every_member(app: AppTest, open_saver: Callable[..., Hyb
     at.button(key="backup_all").click().run()
     assert not at.exception
     toast = " ".join(t.value for t in at.toast)
-    assert f"member {rt.saver.instance_id}" in toast and f"member {other.instance_id}" in toast
+    assert f"member {rt.saver.instance_id} wrote generation" in toast
+    assert f"member {other.instance_id} wrote generation" in toast  # what each one wrote, not just "backed up"
+    assert other.membership.name in set(frame_with(at, "resident_threads")["name"])  # a name, not blank
     assert not rt.saver.pending_threads() and not other.pending_threads()
     assert {"here", "there"} <= set(rt.saver.store.live_thread_ids())
 
@@ -364,6 +367,9 @@ def test_restore_all_puts_back_the_chosen_state_and_can_be_undone(app: AppTest) 
     result = at.session_state["restore_result"]["result"]
     assert result.restored_from == first and result.undo_generation is not None
     assert f"restore generation **{result.undo_generation}**" in texts(at)
+    written = frame_with(at, "what").set_index("generation")["what"]
+    assert written[result.generation] == f"restore of #{first}, all threads"  # not "thread nan"
+    assert written[result.undo_generation].startswith(f"undo point of the restore in #{result.generation}")
 
     open_page(at, "pages/chat.py")
     assert chat_messages(at)[-1] == ("assistant", "Your name is Ana.")
@@ -583,7 +589,10 @@ def test_pages_during_an_outage_answer_at_once_and_say_so(app_env: Callable[[str
             assert took < 3.0, f"{page} took {took:.1f} s to render during the outage"
             assert "PostgreSQL is not answering" in shown, (page, shown[:500])
             assert "PoolTimeout" not in shown, (page, shown[:500])
-        chat_turn(graph, "during", "my name is Grace")  # chat keeps working from memory
+        chat_turn(graph, "before", "my name is Grace")  # chat keeps working from memory
+        # the console holds only the threads it chats with: offline it cannot tell a new id from a stored one
+        with pytest.raises(DatabaseUnavailable, match="cannot be reached"):
+            chat_turn(graph, "during", "my name is Hedy")
 
         server.start()
         deadline = time.monotonic() + 30

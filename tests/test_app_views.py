@@ -22,13 +22,14 @@ def test_thread_page_lists_every_thread_searched_and_sorted_by_the_server(
     saver.get_tuple(thread_config("ghost"))  # a read of an unknown thread is not a thread
     df, total = views.thread_page(saver)
     assert total == 2 and set(df["thread_id"]) == {"a", "b"}
-    assert set(df["status"]) == {"pending"}  # figures read from memory while not backed up
+    assert set(df["status"]) == {"pending here"}  # figures read from memory while not backed up
+    assert df.set_index("thread_id").loc["b", "pending"] == 6
     assert df.set_index("thread_id").loc["a", "title"] == "my name is Ana"
 
     saver.backup()
     graph.update_state(thread_config("a"), {"title": "Ana's"}, as_node=RESPOND_NODE)
     df = views.thread_page(saver)[0].set_index("thread_id")
-    assert df.loc["a", "title"] == "Ana's" and df.loc["a", "status"] == "pending"
+    assert df.loc["a", "title"] == "Ana's" and df.loc["a", "status"] == "pending here"
     assert df.loc["b", "status"] == "backed up" and df.loc["b", "where"] == "here"
 
     # the server sorts and searches all threads (message text included)
@@ -39,15 +40,70 @@ def test_thread_page_lists_every_thread_searched_and_sorted_by_the_server(
     page2, n = views.thread_page(saver, page=2, page_size=1, sort="thread_id", descending=False)
     assert n == 2 and list(page2["thread_id"]) == ["b"]
 
-    # a cold thread is listed (held nowhere), and opening it loads it
+    # a cold thread is listed (held nowhere), and reading it loads nothing
     saver.backup()
     other = open_saver()
     chat_turn(build_graph(other), "c", "my name is Cy")
     other.close()
     df = views.thread_page(saver)[0].set_index("thread_id")
     assert df.loc["c", "where"] == "cold" and df.loc["c", "title"] == "my name is Cy"
-    assert views.thread_exists(saver, "c") and "c" in saver.thread_ids()
+    assert views.thread_exists(saver, "c") and "c" not in saver.thread_ids()
+    view = views.observe_thread(saver, "c")
+    assert view.source == "stored" and view.exists and view.generation is not None and view.owner is None
+    assert "c" not in saver.thread_ids() and not saver.membership.owners_of(["c"])
+    assert views.checkpoint_state(view, "c")["values"]["messages"][-1].content.endswith("I'll remember that.")
     assert views.thread_titles(saver, ["a", "c", "nope"]) == {"a": "Ana's", "c": "my name is Cy"}
+
+
+def test_the_console_observes_threads_other_members_hold(open_saver: Callable[..., HybridSaver]) -> None:
+    """Reading a thread another member holds leaves it there: as of its last backup (with what the
+    member holds that is not backed up, from its heartbeat), or live from that member on request.
+    The directory lists what members hold unsaved, and not a read of an unknown id."""
+    console = open_saver(memory_budget=1_000_000, warm_start=False)
+    app = open_saver()
+    graph = build_graph(app)
+    chat_turn(graph, "held", "my name is Ana")
+    app.backup()
+    chat_turn(graph, "held", "what is my name?")  # not backed up: 3 checkpoints pending on the app
+    chat_turn(graph, "fresh", "my name is Bob")  # never backed up
+    app.get_tuple(thread_config("ghost"))  # a read of an unknown thread claims its id, nothing more
+    app._member.heartbeat()
+    owners = app.membership.owners_of(["held", "fresh"])
+    assert set(owners.values()) == {app.instance_id}
+
+    df, total = views.thread_page(console)
+    df = df.set_index("thread_id")
+    assert total == 2 and set(df.index) == {"held", "fresh"}
+    assert df.loc["held", "status"] == f"pending on member {app.instance_id}" and df.loc["held", "pending"] == 3
+    assert df.loc["fresh", "checkpoints"] == 3 and df.loc["held", "where"] == f"member {app.instance_id}"
+
+    stored = views.observe_thread(console, "held")
+    assert stored.source == "stored" and stored.pending == 3 and stored.owner.instance_id == app.instance_id
+    assert len(views.checkpoint_history(stored, "held")) == 3
+    live = views.observe_thread(console, "held", live=True)
+    assert live.source == "live" and live.pending == 3 and live.as_of is not None
+    history = views.checkpoint_history(live, "held")
+    assert len(history) == 6
+    state = views.checkpoint_state(live, "held")
+    assert state["values"]["messages"][-1].content == "Your name is Ana."
+    diff = views.message_diff(live, "held", history["checkpoint_id"].iloc[-1], history["checkpoint_id"].iloc[0])
+    assert "added" in set(diff["change"])
+    exported = views.export_thread(live, "held")
+    assert len(exported["checkpoints"]) == 6
+    fresh = views.observe_thread(console, "fresh")
+    assert not fresh.exists and fresh.pending == 3
+    assert views.observe_thread(console, "fresh", live=True).exists
+    # nothing changed hands
+    assert app.membership.owners_of(["held", "fresh"]) == owners and not console.thread_ids()
+
+    # the restore preview counts the app's pending checkpoints, asked of it
+    fleet = views.fleet_counts(console)
+    assert set(fleet.answered) == {app.instance_id} and not fleet.missing
+    first = console.generations()[-1].generation
+    preview = views.restore_preview(console, first, fleet=fleet).set_index("thread_id")
+    assert preview.loc["held", "checkpoints_now"] == 6 and preview.loc["held", "change"] == "changed"
+    assert preview.loc["fresh", "change"] == "removed"
+    assert app.membership.owners_of(["held", "fresh"]) == owners
 
 
 def test_history_state_diff_writes_and_export(open_saver: Callable[..., HybridSaver]) -> None:

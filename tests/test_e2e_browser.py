@@ -384,3 +384,126 @@ def test_fleet_console_in_a_browser(dashboard: Dashboard, db_url: str, tmp_path:
                 browser.close()
     finally:
         stop_all(members)
+
+
+def _owners(db_url: str) -> dict[str, int]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT convert_from(thread_id, 'UTF8'), owner FROM hybrid_saver.owners").fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _dashboard_id(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT max(id) FROM hybrid_saver.instances WHERE name = 'dashboard' AND stopped_at IS NULL"
+        ).fetchone()
+    return int(row[0])
+
+
+def _paused(db_url: str, instance_id: int, timeout: float = 10.0) -> bool:
+    """The member's heartbeat says its backups are paused (waits for its first heartbeat)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute(
+                "SELECT figures->>'paused', name FROM hybrid_saver.instances WHERE id = %s", (instance_id,)
+            ).fetchone()
+        if row and row[0] is not None:
+            return row[0] == "true"
+        time.sleep(0.2)
+    return False
+
+
+def test_console_observes_a_member_in_a_browser(dashboard: Dashboard, db_url: str, tmp_path: Path) -> None:
+    """An app member process beside the dashboard: opening a thread the member holds leaves it with the
+    member (read as of its last backup, or live on request); the Backup column and the restore preview
+    count the member's turns not backed up; a restore of every thread leaves the dashboard holding no
+    more threads than before; a search from a later page shows its match; a pause set for the member
+    survives the member's restart (it keeps its name)."""
+    (member,) = start_members(db_url, 1, tmp_path, interval="3600")
+    restarted: list = []
+    try:
+        for i in range(30):  # more than a page of threads
+            assert member.post("/turn", {"thread": f"app-{i:02d}", "text": f"note {i}"}).status_code == 200
+        assert member.post("/backup").json()["generation"] is not None
+        assert member.post("/turn", {"thread": "app-07", "text": "my name is Ana"}).status_code == 200
+        time.sleep(2.5)  # a heartbeat publishes the member's pending threads
+        owners = _owners(db_url)
+        assert owners["app-07"] == member.instance_id
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1000})
+                _login(page, dashboard.url, "threads?thread=app-07")
+                caption = page.get_by_text(re.compile(r"from PostgreSQL as of its last backup, generation \d+"))
+                expect(caption).to_be_visible(timeout=WAIT_MS)
+                mine = _dashboard_id(db_url)
+                before = sum(1 for o in _owners(db_url).values() if o == mine)
+                expect(caption).to_contain_text(f"held by member {member.instance_id}")
+                expect(caption).to_contain_text("3 newer checkpoints not backed up")
+                # a search from page 2 shows the match, and its Backup column counts the member's turns
+                grid = page.get_by_test_id("stDataFrame").first
+                _idle(page)
+                page.get_by_role("button", name="Page 2", exact=True).click()
+                expect(page.get_by_text(re.compile(r"30 threads · page 2 of 2"))).to_be_visible(timeout=WAIT_MS)
+                _idle(page)
+                search = page.get_by_role("textbox", name="Search")
+                search.fill("app-07")
+                search.press("Enter")
+                expect(page.get_by_text(re.compile(r"1 thread match · page 1 of 1"))).to_be_visible(timeout=WAIT_MS)
+                expect(grid).to_contain_text("app-07", timeout=WAIT_MS)
+                expect(grid).to_contain_text(f"3 checkpoints not backed up on member {member.instance_id}")
+                page.get_by_role("button", name=re.compile(r"Read live from member")).click()
+                expect(page.get_by_text(re.compile(r"live from member \d+ .*'s memory"))).to_be_visible(timeout=WAIT_MS)
+                page.get_by_role("tab", name="State").click()
+                expect(page.get_by_test_id("stChatMessage").filter(has_text="my name is Ana")).to_be_visible()
+                _shot(page, "threads_fleet")
+                assert _owners(db_url) == owners  # nothing changed hands
+
+                # the restore preview counts the member's pending checkpoints; a restore of every thread
+                _nav(page, "Restore")
+                expect(page.get_by_text(f"member {member.instance_id}: 1 thread not backed up")).to_be_visible(
+                    timeout=WAIT_MS
+                )
+                expect(page.get_by_test_id("stMetric").filter(has_text="Threads changed")).to_contain_text(
+                    "1", timeout=WAIT_MS
+                )
+                page.get_by_role("button", name=re.compile(r"Restore generation \d+ \(all threads\)")).click()
+                page.get_by_role("dialog").get_by_role("button", name="Restore", exact=True).click()
+                expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Restored", timeout=WAIT_MS)
+                after = sum(1 for o in _owners(db_url).values() if o == mine)
+                assert after <= before, (before, after)
+                expect(page.get_by_text(re.compile(r"undo point of the restore in #\d+")).first).to_be_attached()
+                _shot(page, "restore_fleet")
+
+                # pause the member from the dashboard
+                _nav(page, "Backups")
+                members = page.get_by_test_id("stDataFrame").first
+                expect(members).to_contain_text("member#1", timeout=WAIT_MS)
+                row = 0 if member.instance_id < mine else 1  # members are listed by id
+                members.locator("canvas").first.click(position={"x": 14, "y": 52 + 35 * row}, force=True)
+                expect(
+                    page.get_by_text(re.compile(rf"Member {member.instance_id} \(.*pid {member.proc.pid}\)"))
+                ).to_be_visible(timeout=WAIT_MS)
+                pause = page.locator(f".st-key-member_pause_{member.instance_id} button")
+                pause.click()
+                expect(page.get_by_text("survives a restart")).to_be_visible(timeout=WAIT_MS)
+                member.close()
+                (again,) = start_members(db_url, 1, tmp_path, interval="3600")
+                restarted.append(again)
+                if not _paused(db_url, again.instance_id):
+                    with psycopg.connect(db_url) as conn:
+                        kept = conn.execute("SELECT name, paused FROM hybrid_saver.saver_settings").fetchall()
+                        names = conn.execute("SELECT id, name, stopped_at FROM hybrid_saver.instances").fetchall()
+                    pytest.fail(f"the restarted member did not keep its pause: {kept} {names}")
+                _nav(page, "Chat")  # every page says which members are paused
+                expect(
+                    page.get_by_text(
+                        re.compile(rf"Member {again.instance_id} \(.*member#1\) has its scheduled backups")
+                    )
+                ).to_be_visible(timeout=WAIT_MS)
+                _shot(page, "fleet_paused")
+            finally:
+                browser.close()
+    finally:
+        stop_all([member, *restarted])

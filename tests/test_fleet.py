@@ -266,3 +266,25 @@ def test_restores_while_members_serve_traffic(fleet, store: Store, db_url: str) 
         assert _rows(store.load(undo.generation)) == _rows(undone_state)
     finally:
         saver.close()
+
+
+def test_a_member_joining_a_live_fleet_takes_no_threads_at_start(open_saver: Callable[..., HybridSaver]) -> None:
+    """Members without a budget (the workers of one app): one alone loads the store; one that joins
+    while another lives loads nothing, not even the threads nobody holds, and claims each when used."""
+    writer = open_saver()
+    graph = build_graph(writer, OfflineResponder())
+    for i in range(20):
+        graph.invoke({"messages": [HumanMessage(f"my name is N{i}")]}, {"configurable": {"thread_id": f"w{i}"}})
+    writer.close()
+    first = open_saver()
+    assert first.stats().resident_threads == 20
+    first.release_threads([f"w{i}" for i in range(10)])  # free: no member holds them
+    assert first.stats().resident_threads == 10
+    second = open_saver()
+    assert second.stats().resident_threads == 0
+    other = build_graph(second, OfflineResponder())
+    for thread, held_by_first in (("w3", 10), ("w15", 9)):
+        values = other.get_state({"configurable": {"thread_id": thread}}).values
+        assert [m.content for m in values["messages"] if isinstance(m, HumanMessage)] == [f"my name is N{thread[1:]}"]
+        assert first.stats().resident_threads == held_by_first
+    assert second.stats().resident_threads == 2

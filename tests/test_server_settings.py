@@ -8,6 +8,7 @@ long idle pool, the lease connection and the final backup at ``close()`` all go 
 
 from __future__ import annotations
 
+import random
 import itertools
 import os
 import time
@@ -52,7 +53,8 @@ def _fill(saver: HybridSaver, prefix: str, n: int) -> None:
             "v": 4,
             "id": f"1ef{i:013d}",
             "ts": "2026-12-01T00:00:00+00:00",
-            "channel_values": {"notes": "x" * 2000},
+            # random text: compression must not make the backup too quick for the role's 10 ms timeout to bite
+            "channel_values": {"notes": random.randbytes(1000).hex()},
             "channel_versions": {"notes": i + 1},
             "versions_seen": {},
             "pending_sends": [],

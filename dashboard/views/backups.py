@@ -12,6 +12,7 @@ from persistence.errors import HybridSaverError
 
 if TYPE_CHECKING:
     from persistence import BackupRun, HybridSaver
+    from persistence.fleet import Member
 
 RUN_COLUMNS = [
     "id",
@@ -193,6 +194,39 @@ MEMBER_COLUMNS = [
 ]
 
 
+def fleet_alerts(saver: HybridSaver, members: list[Member] | None = None) -> list[str]:
+    """One sentence per member whose backups are paused, that lags behind its schedule, or whose
+    lease ran out without it leaving: what a crash of it would lose, as of its last heartbeat."""
+    out = []
+    for m in saver.members() if members is None else members:
+        f = saver._figures() if m.instance_id == saver.instance_id else m.figures
+        who = (
+            f"Member {m.instance_id}"
+            + (f" ({m.name})" if m.name else "")
+            + (" (this dashboard)" if m.instance_id == saver.instance_id else "")
+        )
+        pending, lag = int(f.get("pending") or 0), float(f.get("lag_seconds") or 0.0)
+        interval = f.get("interval")
+        held = f"{pending:,} change{'' if pending == 1 else 's'} not backed up, the oldest {_seconds(lag)} old"
+        beat = f" (as of its heartbeat at {m.heartbeat_at:%H:%M:%S} UTC)" if m.heartbeat_at else ""
+        if not m.alive:
+            out.append(f"**{who} stopped renewing its lease**: its threads go to the other members; {held}{beat}.")
+        elif f.get("paused"):
+            out.append(f"**{who} has its scheduled backups paused**: {held}{beat}.")
+        elif pending and lag > (max(60.0, 3 * float(interval)) if interval else 300.0):
+            every = f"every {_seconds(float(interval))}" if interval else "only on demand"
+            out.append(f"**{who} lags behind**: {held}, though it backs up {every}{beat}.")
+    return out
+
+
+def _seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
 def members_frame(saver: HybridSaver) -> pd.DataFrame:
     """The live members of the store with their figures as of their last heartbeat (this
     process's own figures are live). Columns :data:`MEMBER_COLUMNS`."""
@@ -227,4 +261,4 @@ def members_frame(saver: HybridSaver) -> pd.DataFrame:
     return df
 
 
-__all__ = ["MEMBER_COLUMNS", "RUN_COLUMNS", "backup_figures", "members_frame", "runs_frame"]
+__all__ = ["MEMBER_COLUMNS", "RUN_COLUMNS", "backup_figures", "fleet_alerts", "members_frame", "runs_frame"]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dashboard.views.common import DB_ERRORS
+
 if TYPE_CHECKING:
     from persistence import HybridSaver
+
+#: seconds the preview waits for each member's list of pending threads
+PENDING_TIMEOUT = 5.0
 
 GENERATION_COLUMNS = [
     "generation",
@@ -47,25 +55,78 @@ def generations_frame(saver: HybridSaver, limit: int | None = None) -> pd.DataFr
     return df
 
 
-def current_thread_counts(saver: HybridSaver, thread_id: str | None = None) -> dict[str, tuple[int, str]]:
+@dataclass
+class FleetCounts:
+    """The threads other live members hold changes of that are not backed up yet, as each answered
+    (a read-only ``pending`` command), and when."""
+
+    #: thread -> (checkpoints, newest checkpoint id) in that member's memory, or None (deleted there)
+    threads: dict[str, tuple[int, str] | None] = field(default_factory=dict)
+    #: member id -> (threads pending there, when it answered)
+    answered: dict[int, tuple[int, datetime]] = field(default_factory=dict)
+    #: member id -> why it gave no list (its pending changes are then not counted)
+    missing: dict[int, str] = field(default_factory=dict)
+
+
+def fleet_counts(saver: HybridSaver, timeout: float = PENDING_TIMEOUT) -> FleetCounts:
+    """Ask every other live member, at once, for the threads it has not backed up yet."""
+    out = FleetCounts()
+    me = saver.instance_id
+    others = [m for m in saver.members() if m.alive and m.instance_id != me]
+    answers: dict[int, Any] = {}
+
+    def ask(mid: int) -> None:
+        try:
+            answers[mid] = saver.ask(mid, "pending", timeout=timeout)
+        except DB_ERRORS as exc:
+            answers[mid] = exc
+
+    asks = [threading.Thread(target=ask, args=(m.instance_id,), daemon=True) for m in others]
+    for t in asks:
+        t.start()
+    for t in asks:
+        t.join(timeout + 1)
+    for m in others:
+        answer = answers.get(m.instance_id)
+        if answer is None or isinstance(answer, BaseException) or not answer.ok:
+            reason = answer.error if answer is not None and not isinstance(answer, BaseException) else answer
+            out.missing[m.instance_id] = str(reason or "no answer")
+            continue
+        listed = answer.result.get("threads") or {}
+        for tid, value in listed.items():
+            out.threads[tid] = (int(value[0]), str(value[1])) if value else None
+        out.answered[m.instance_id] = (len(listed), answer.answered_at or datetime.now(UTC))
+    return out
+
+
+def current_thread_counts(
+    saver: HybridSaver, thread_id: str | None = None, fleet: FleetCounts | None = None
+) -> dict[str, tuple[int, str]]:
     """thread_id -> (checkpoints, newest checkpoint id) now: the store's live rows, overlaid with
-    the threads this member changed since its last backup (read from memory)."""
+    what the other members (``fleet``) and this one hold that is not backed up yet (memory wins: a
+    restore backs it all up first)."""
     now = saver.store.thread_counts(None, thread_id)
-    for tid in saver.pending_threads():
+    overlay: dict[str, tuple[int, str] | None] = dict(fleet.threads) if fleet is not None else {}
+    with saver.lock:
+        for tid in saver.pending_threads():
+            ids = [cid for cps in saver.storage.get(tid, {}).values() for cid in cps]
+            overlay[tid] = (len(ids), max(ids)) if ids else None
+    for tid, value in overlay.items():
         if thread_id is not None and tid != thread_id:
             continue
-        namespaces = saver.thread_rows(tid).storage.get(tid, {})
-        ids = [cid for cps in namespaces.values() for cid in cps]
-        if ids:
-            now[tid] = (len(ids), max(ids))
+        if value is None:
+            now.pop(tid, None)  # deleted in memory, not backed up yet
         else:
-            now.pop(tid, None)  # deleted here, not backed up yet
+            now[tid] = value
     return now
 
 
-def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None = None) -> pd.DataFrame:
-    """What restoring ``generation`` (all threads, or one) would do to the store's current state
-    (as of the newest backup: a restore backs up what is pending first).
+def restore_preview(
+    saver: HybridSaver, generation: int, thread_id: str | None = None, fleet: FleetCounts | None = None
+) -> pd.DataFrame:
+    """What restoring ``generation`` (all threads, or one) would do to the current state: the store
+    overlaid with what every member holds not backed up yet (``fleet``, from :func:`fleet_counts`, and
+    this process's own), since a restore has them all back it up first.
 
     One row per thread that differs, plus unchanged ones (columns :data:`PREVIEW_COLUMNS`):
     ``change`` is ``added`` (restore brings the thread back), ``removed`` (restore deletes it),
@@ -77,7 +138,7 @@ def restore_preview(saver: HybridSaver, generation: int, thread_id: str | None =
     """
     saver.store.get_generation(generation)
     then = saver.store.thread_counts(generation, thread_id)
-    now = current_thread_counts(saver, thread_id)
+    now = current_thread_counts(saver, thread_id, fleet)
     rows = []
     for tid in sorted(set(then) | set(now)):
         n_now, newest_now = now.get(tid, (0, ""))
@@ -110,8 +171,11 @@ def preview_summary(preview_df: pd.DataFrame) -> dict[str, int]:
 
 __all__ = [
     "GENERATION_COLUMNS",
+    "PENDING_TIMEOUT",
     "PREVIEW_COLUMNS",
+    "FleetCounts",
     "current_thread_counts",
+    "fleet_counts",
     "generations_frame",
     "preview_summary",
     "restore_preview",

@@ -1,24 +1,49 @@
 """Views of threads: the store's thread directory, one thread's history, states, diffs, writes and
-export. A cold thread is read through the saver (which loads it); memory is copied, never held."""
+export.
+
+The console observes: :func:`observe_thread` reads a thread without claiming it, from this process's
+memory when it holds it, else from PostgreSQL as of the thread's last backup, or (asked for) live from
+the member that holds it over the command channel. The history, state, diff, writes and export
+functions take the :class:`ThreadView` it returns (or a saver, for threads it holds itself).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from langgraph.checkpoint.memory import InMemorySaver
 
 from dashboard.views.common import database_answering, preview
 from persistence import export
 from persistence.errors import HybridSaverError
 from persistence.export import to_jsonable
+from persistence.fleet import Member
+from persistence.ops.observer import pending_by_thread, snapshot_from_json
+from persistence.store import Snapshot
 from persistence.store.summary import describe
 
 if TYPE_CHECKING:
     from persistence import HybridSaver
 
-THREAD_COLUMNS = ["thread_id", "title", "checkpoints", "updated", "bytes", "status", "where", "owner", "snippet"]
+THREAD_COLUMNS = [
+    "thread_id",
+    "title",
+    "checkpoints",
+    "updated",
+    "bytes",
+    "status",
+    "where",
+    "owner",
+    "snippet",
+    "pending",
+]
+#: seconds a live read waits for the owner's answer
+LIVE_READ_TIMEOUT = 5.0
 THREAD_SORTS = {
     "Last update": "updated_at",
     "Checkpoints": "checkpoints",
@@ -28,6 +53,42 @@ THREAD_SORTS = {
 }
 
 
+@dataclass(frozen=True)
+class FleetPending:
+    """What the other live members hold that is not backed up, as their heartbeats published it."""
+
+    #: thread -> (member id, checkpoints not backed up there)
+    threads: dict[str, tuple[int, int]]
+    #: member id -> the member (name, heartbeat time)
+    members: dict[int, Member]
+    #: a member had more pending threads than its heartbeat lists (the listing cannot tell all of them)
+    truncated: bool
+
+
+def fleet_pending(saver: HybridSaver, members: Sequence[Member] | None = None) -> FleetPending:
+    """The pending threads of every other live member, from their last heartbeat figures."""
+    me = saver.instance_id
+    found: dict[str, tuple[int, int]] = {}
+    truncated = False
+    others: dict[int, Member] = {}
+    for m in saver.members() if members is None else members:
+        if m.instance_id == me or not m.alive:
+            continue
+        others[m.instance_id] = m
+        listed = m.figures.get("pending_threads") or {}
+        truncated = truncated or int(m.figures.get("pending_thread_count") or 0) > len(listed)
+        for tid, n in listed.items():
+            found[tid] = (m.instance_id, int(n))
+    return FleetPending(found, others, truncated)
+
+
+def member_label(m: Member | None, instance_id: int | None = None) -> str:
+    """``member 3 (web-1/uvicorn#2)``."""
+    if m is None:
+        return f"member {instance_id}"
+    return f"member {m.instance_id}" + (f" ({m.name})" if m.name else "")
+
+
 def thread_page(
     saver: HybridSaver,
     query: str = "",
@@ -35,14 +96,18 @@ def thread_page(
     descending: bool = True,
     page: int = 1,
     page_size: int = 25,
+    *,
+    fleet: FleetPending | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """One page of every thread of the store (resident or cold, any member's), searched, sorted and
     counted by PostgreSQL over all threads. Returns (rows, total matching).
 
-    Columns :data:`THREAD_COLUMNS`. ``status`` says what this process knows: ``"pending"`` (this
-    member holds changes not backed up yet, so the stored figures are behind), ``"backed up"``,
-    or ``"not backed up"`` (claimed by a member, never written). ``where`` is ``"here"`` (resident
-    in this process), ``"member N"`` (held by another member) or ``"cold"`` (only in PostgreSQL).
+    Columns :data:`THREAD_COLUMNS`. ``status`` says what a crash would lose: ``"pending here"`` (this
+    process holds changes not backed up yet: figures read from its memory), ``"pending on member N"``
+    (another member does, as its last heartbeat says; ``pending`` counts the checkpoints), ``"backed
+    up"``, or ``"not backed up"`` (held by a member that lists too many threads to tell). ``where`` is
+    ``"here"``, ``"member N"`` (held by another member) or ``"cold"`` (only in PostgreSQL). A thread
+    nobody backed up nor holds changes of (a read of an unknown id) is not listed.
 
     Raises:
         psycopg.Error, PoolTimeout, HybridSaverError: PostgreSQL cannot answer (see
@@ -50,8 +115,9 @@ def thread_page(
     """
     if not database_answering(saver):
         raise HybridSaverError("PostgreSQL is not answering")
+    fleet = fleet if fleet is not None else fleet_pending(saver)
     offset = (max(1, page) - 1) * page_size
-    # threads this member claimed by reading them but that hold nothing are not listed
+    mine = [t for t in saver.pending_threads() if any(saver.storage.get(t, {}).values())]
     rows, total = saver.store.directory.thread_page(
         query=query,
         sort=sort,
@@ -59,15 +125,20 @@ def thread_page(
         offset=offset,
         limit=page_size,
         hide_claims_of=saver.instance_id,
-        unless=[t for t in saver.pending_threads() if any(saver.storage.get(t, {}).values())],
+        unless=mine,
+        # an owner row alone is a claim, not a thread, unless its member holds changes of it
+        unsaved=None if fleet.truncated else [*mine, *(t for t, (_m, n) in fleet.threads.items() if n)],
     )
-    return _thread_frame(saver, rows), total
+    return _thread_frame(saver, rows, fleet), total
 
 
-def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]], fleet: FleetPending | None = None) -> pd.DataFrame:
     resident = set(saver.thread_ids())
     pending = saver.pending_threads()
+    mine = pending_by_thread(saver.cache, limit=len(pending) + 1)[0] if pending else {}
+    entries = saver.cache.entries
     me = saver.instance_id
+    others = fleet.threads if fleet is not None else {}
     out = []
     for r in rows:
         tid = r["thread_id"]
@@ -78,11 +149,23 @@ def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFram
             where = f"member {owner}"
         else:
             where = "cold"
-        checkpoints, title = r.get("checkpoints"), r.get("title")
+        checkpoints, title, updated = r.get("checkpoints"), r.get("title"), r.get("updated_at")
+        size = r.get("bytes")
+        waiting = None
         if tid in pending:
             # this member holds newer changes than the stored figures: read them from memory
             checkpoints, title = _resident_figures(saver, tid, title)
-            status = "pending"
+            entry = entries.get(tid)
+            if entry is not None and entry.changed_at:
+                updated = datetime.fromtimestamp(entry.changed_at, UTC)
+            size = entry.bytes if entry is not None else size
+            waiting = mine.get(tid, 0)
+            status = "pending here"
+        elif tid in others and others[tid][1]:
+            holder, waiting = others[tid]
+            status = f"pending on member {holder}"
+            if not r.get("backed_up"):
+                checkpoints = waiting  # never backed up: all it has is pending there
         elif r.get("backed_up"):
             status = "backed up"
         else:
@@ -91,18 +174,20 @@ def _thread_frame(saver: HybridSaver, rows: list[dict[str, Any]]) -> pd.DataFram
             (
                 tid,
                 title or "",
-                int(checkpoints or 0),
-                r.get("updated_at"),
-                int(r.get("bytes") or 0),
+                checkpoints,
+                updated,
+                size,
                 status,
                 where,
                 owner,
                 r.get("snippet") or "",
+                waiting,
             )
         )
     df = pd.DataFrame(out, columns=THREAD_COLUMNS)
     df["updated"] = pd.to_datetime(df["updated"], utc=True)
-    df["owner"] = df["owner"].astype("Int64")
+    for col in ("owner", "checkpoints", "bytes", "pending"):
+        df[col] = df[col].astype("Int64")
     return df
 
 
@@ -153,8 +238,135 @@ def thread_titles(saver: HybridSaver, thread_ids: Iterable[str]) -> dict[str, st
 
 
 def thread_exists(saver: HybridSaver, thread_id: str) -> bool:
-    """True when the thread has a checkpoint (loads it when it is cold)."""
-    return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}) is not None
+    """True when the thread has a checkpoint in this process's memory or in PostgreSQL (nothing is
+    loaded or claimed)."""
+    if thread_id in saver.cache.entries:
+        return bool(any(saver.storage.get(thread_id, {}).values()))
+    if not database_answering(saver):
+        return False
+    return bool(saver.store.thread_counts(None, thread_id))
+
+
+class ThreadView(InMemorySaver):
+    """One thread as an observer reads it: a plain InMemorySaver over a copy of its rows (so the
+    history, state and diff functions read it as they read a saver), and where the copy comes from.
+
+    ``source`` is ``"here"`` (this process holds it), ``"stored"`` (PostgreSQL, as of ``as_of``, the
+    time of the backup that wrote it: ``generation``) or ``"live"`` (the owner's memory, answered at
+    ``as_of``). ``owner`` is the member that holds it (None: nobody), ``pending`` the checkpoints the
+    owner holds that are not backed up (None: not known), ``note`` why a live read fell back.
+    """
+
+    def __init__(
+        self,
+        thread_id: str,
+        snap: Snapshot,
+        serde: Any,
+        *,
+        source: str,
+        as_of: datetime | None = None,
+        generation: int | None = None,
+        owner: Member | None = None,
+        owner_id: int | None = None,
+        pending: int | None = None,
+        note: str | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        for tid, namespaces in snap.storage.items():
+            self.storage[tid].update(namespaces)
+        self.writes.update(snap.writes)
+        self.blobs = snap.blobs
+        self.thread_id = thread_id
+        self._snap = snap
+        self.source = source
+        self.as_of = as_of
+        self.generation = generation
+        self.owner = owner
+        self.owner_id = owner.instance_id if owner is not None else owner_id
+        self.pending = pending
+        self.note = note
+
+    @property
+    def exists(self) -> bool:
+        return bool(self._snap.storage.get(self.thread_id))
+
+    def thread_rows(self, thread_id: str) -> Snapshot:
+        return self._snap if thread_id == self.thread_id else Snapshot()
+
+
+def observe_thread(saver: HybridSaver, thread_id: str, *, live: bool = False) -> ThreadView:
+    """Read ``thread_id`` without claiming it (its owner stays its owner).
+
+    From this process's memory when it holds the thread; else, with ``live`` and another member
+    holding it, from that member's memory (a read-only ``read_thread`` command); else from PostgreSQL,
+    the thread's rows as of its last backup, with what its owner has pending (from the owner's
+    heartbeat). A live read that gets no answer within :data:`LIVE_READ_TIMEOUT` falls back to
+    PostgreSQL and says why in ``note``.
+    """
+    serde = saver.serde
+    with saver.lock:
+        if thread_id in saver.cache.entries:
+            copy = saver.cache.view([thread_id], serde)
+        else:
+            copy = None
+    if copy is not None:
+        snap = Snapshot(
+            storage={t: {ns: dict(c) for ns, c in n.items() if c} for t, n in copy.storage.items() if any(n.values())},
+            writes={k: v for k, v in copy.writes.items() if v},
+            blobs=copy.blobs,
+        )
+        mine = pending_by_thread(saver.cache)[0].get(thread_id)
+        return ThreadView(
+            thread_id, snap, serde, source="here", as_of=datetime.now(UTC), owner_id=saver.instance_id, pending=mine
+        )
+    members = {m.instance_id: m for m in saver.members()}
+    owner_id = saver.membership.owners_of([thread_id]).get(thread_id)
+    owner = members.get(owner_id) if owner_id is not None else None
+    if owner_id is not None and (owner is None or not owner.alive):
+        owner, owner_id = None, None  # a dead member's claim: nobody serves the thread now
+    note = None
+    if live and owner is not None and owner.instance_id != saver.instance_id:
+        try:
+            answer = saver.ask(owner.instance_id, "read_thread", timeout=LIVE_READ_TIMEOUT, thread_id=thread_id)
+        except HybridSaverError as exc:
+            note = f"{member_label(owner)} did not answer ({exc})"
+        else:
+            if answer.ok and answer.result.get("held"):
+                return ThreadView(
+                    thread_id,
+                    snapshot_from_json(answer.result.get("rows") or {}),
+                    serde,
+                    source="live",
+                    as_of=answer.answered_at,
+                    owner=owner,
+                    pending=int(answer.result.get("pending") or 0),
+                )
+            note = (
+                f"{member_label(owner)} answered: {answer.error}"
+                if not answer.ok
+                else f"{member_label(owner)} no longer holds it in memory"
+            )
+    snap = saver.store.load_threads([thread_id])
+    backed = saver.store.directory.backed_up(thread_id)
+    pending = None
+    if owner is not None:
+        listed = owner.figures.get("pending_threads") or {}
+        if thread_id in listed:
+            pending = int(listed[thread_id])
+        elif int(owner.figures.get("pending_thread_count") or 0) <= len(listed):
+            pending = 0  # the owner lists every pending thread, and not this one
+    return ThreadView(
+        thread_id,
+        snap,
+        serde,
+        source="stored",
+        as_of=backed[1] if backed else None,
+        generation=backed[0] if backed else None,
+        owner=owner,
+        owner_id=owner_id,
+        pending=pending,
+        note=note,
+    )
 
 
 def checkpoint_history(saver: HybridSaver, thread_id: str, limit: int = 500) -> pd.DataFrame:
@@ -343,9 +555,15 @@ def export_thread(saver: HybridSaver, thread_id: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "FleetPending",
+    "LIVE_READ_TIMEOUT",
     "MESSAGE_DIFF_COLUMNS",
     "THREAD_COLUMNS",
     "THREAD_SORTS",
+    "ThreadView",
+    "fleet_pending",
+    "member_label",
+    "observe_thread",
     "checkpoint_history",
     "checkpoint_state",
     "diff_checkpoints",

@@ -9,6 +9,8 @@ them. Settings: DATABASE_URL (required), BACKUP_INTERVAL, BACKUP_RETENTION, MEMO
 
     POST /threads/{thread_id}/messages  {"text": "..."}  -> the reply and the whole conversation
     GET  /threads/{thread_id}                            -> the conversation (404 if there is none)
+    GET  /metrics                                        -> Prometheus metrics of this worker's saver
+    GET  /health/live, /health/ready                     -> liveness and readiness probes (saver.health())
 
 Every answer carries ``X-Worker-Pid`` and ``X-Saver-Member`` headers: which process served it.
 """
@@ -24,10 +26,12 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.graph import START, MessagesState, StateGraph
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
-from persistence import HybridSaver, ThreadBusy
+from persistence import DatabaseUnavailable, HybridSaver, ThreadBusy
 from persistence.agent_server import saver_from_env
+from persistence.metrics import SaverCollector
 
 
 def reply(state: MessagesState) -> dict:
@@ -49,9 +53,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     saver = await asyncio.to_thread(saver_from_env)
     app.state.saver = saver
     app.state.graph = build_graph(saver)
+    # read at each scrape of /metrics: the saver's figures, next to prometheus_client's process metrics
+    collector = SaverCollector(saver)
+    REGISTRY.register(collector)
     try:
         yield
     finally:
+        REGISTRY.unregister(collector)
         await asyncio.to_thread(saver.close)
 
 
@@ -86,6 +94,13 @@ async def busy(_request: Request, exc: ThreadBusy) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
+@app.exception_handler(DatabaseUnavailable)
+async def database_unavailable(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    # PostgreSQL is down and the thread is cold, or this worker's lease lapsed (another worker may take
+    # its threads): nothing was written, the client may retry once the database is back
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
 @app.post("/threads/{thread_id}/messages")
 async def post_message(thread_id: str, body: NewMessage, request: Request) -> dict:
     graph = request.app.state.graph
@@ -101,3 +116,28 @@ async def get_thread(thread_id: str, request: Request) -> dict:
     if not messages:
         raise HTTPException(status_code=404, detail=f"no conversation {thread_id!r}")
     return {"thread_id": thread_id, "messages": _messages(messages)}
+
+
+@app.get("/metrics")
+async def metrics() -> Response:
+    # a scrape asks PostgreSQL one or two short queries: off the event loop
+    return Response(await asyncio.to_thread(generate_latest, REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@app.get("/health/live")
+async def live(request: Request) -> JSONResponse:
+    """Liveness: the process and its event loop answer. PostgreSQL is not asked: restarting a worker does
+    not bring the database back, and would throw away the threads it serves from memory meanwhile."""
+    saver: HybridSaver = request.app.state.saver
+    if saver.closed:
+        return JSONResponse({"status": "closed"}, status_code=503)
+    return JSONResponse({"status": "alive", "member": saver.instance_id})
+
+
+@app.get("/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 unless ``saver.health()`` is ``down`` (closed, never reached PostgreSQL, or its lease
+    lapsed while others may take its threads). ``degraded`` (PostgreSQL down, backups lagging, memory over
+    the budget) stays ready: this worker still serves the threads it holds, which no other worker can."""
+    health = await asyncio.to_thread(request.app.state.saver.health)
+    return JSONResponse(health.to_dict(), status_code=200 if health.ready else 503)

@@ -1,5 +1,5 @@
 """Command line for operators: ``hybrid-saver status|members|backup|generations|restore|verify|export|sql|
-import-postgres-saver`` (also ``python -m persistence``).
+import-postgres-saver|metrics`` (also ``python -m persistence``).
 
 Works against ``DATABASE_URL`` (or the embedded database). Reading commands read the store, never
 block writers and never create or migrate anything. ``backup`` and ``restore`` ask the live members
@@ -8,8 +8,8 @@ is run from here.
 
 Lives here: :func:`main` (the ``hybrid-saver`` console script and ``python -m persistence``), ``parser``
 (the arguments), ``commands`` (one function per command), ``importing`` (the PostgresSaver importer's
-command) and ``lines`` (how a run or a member is printed). The top layer: may import the whole library
-(store, fleet, the saver); nothing imports it.
+command), ``metrics`` (the Prometheus exporter of the store) and ``lines`` (how a run or a member is
+printed). The top layer: may import the whole library (store, fleet, the saver); nothing imports it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from persistence.cli import commands, importing
+from persistence.cli import commands, importing, metrics
 from persistence.cli.parser import READING, build_parser, options
 from persistence.db import open_pool, resolve_url, scrub
 from persistence.errors import HybridSaverError
@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.verify(store, args.generation, args.thread_id)
         if args.command == "import-postgres-saver":
             return importing.run(args, url)
+        if args.command == "metrics":
+            return metrics.run(args, url)
         return commands.export(store, args)
     except HybridSaverError as exc:
         print(f"error: {scrub(str(exc), url)}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persistence.cli import importing
+from persistence.cli import importing, metrics
 from persistence.store import DEFAULT_SCHEMA
 
 PROG = "hybrid-saver"
@@ -14,11 +14,11 @@ DESCRIPTION = "Operator commands for a HybridSaver store in PostgreSQL."
 EPILOG = (
     "The store is the one at DATABASE_URL (postgresql://user:password@host:5432/dbname); with DATABASE_URL "
     "unset, the embedded server of the dashboard install (.data/). Reading commands (status, members, "
-    "generations, verify, export, sql) never change the store. An encrypted store (serde EncryptedSerializer) "
-    "is read with the key in LANGGRAPH_AES_KEY. `python -m persistence` is the same command."
+    "generations, verify, export, sql, metrics) never change the store. An encrypted store (serde "
+    "EncryptedSerializer) is read with the key in LANGGRAPH_AES_KEY. `python -m persistence` is the same command."
 )
 #: commands that only read: they never create or migrate a schema
-READING = ("status", "members", "generations", "verify", "export", "sql")
+READING = ("status", "members", "generations", "verify", "export", "sql", "metrics")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "review and apply (psql -f). A role with USAGE and CREATE on an existing schema can then run the saver.",
     )
     importing.add_parser(sub, common)
+    metrics.add_parser(sub, common)
     return parser
 
 

@@ -20,6 +20,7 @@ from persistence.fleet.membership import Membership
 from persistence.fleet.ownership import Ownership
 from persistence.memory import MemoryCache
 from persistence.records import BackupRun
+from persistence.store import Snapshot
 from persistence.store.link import DatabaseLink
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,34 @@ class FleetMember:
             if pairs:
                 cache.complete = False
         return {"released": len(pairs), "busy": busy}
+
+    def resident_rows(self, thread_id: str) -> tuple[Snapshot, int] | None:
+        """A copy of ``thread_id``'s rows as this member serves them now, and how many of its
+        checkpoints wait for the next backup; None when it is not resident here. Read-only: never
+        loads, claims or evicts (an observer's live read)."""
+        cache = self._cache
+        with cache.lock:
+            if thread_id not in cache.entries:
+                return None
+            view = cache.view([thread_id], None)
+            pending = sum(1 for k, (_e, v) in cache.changes.checkpoints.items() if k[0] == thread_id and v is not None)
+        snap = Snapshot(
+            storage={t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())},
+            writes={k: v for k, v in view.writes.items() if v},
+            blobs=view.blobs,
+        )
+        return snap, pending
+
+    def pending_counts(self) -> dict[str, tuple[int, str] | None]:
+        """Every thread with changes not backed up yet -> (checkpoints, newest checkpoint id) as memory
+        holds it now, or None when it holds none (deleted here). Read-only."""
+        cache = self._cache
+        out: dict[str, tuple[int, str] | None] = {}
+        with cache.lock:
+            for tid in cache.changes.threads():
+                ids = [cid for cps in cache.storage.get(tid, {}).values() for cid in cps]
+                out[tid] = (len(ids), max(ids)) if ids else None
+        return out
 
     def held(self, thread_ids: Sequence[str] | None = None) -> list[str]:
         """Of ``thread_ids`` (None: all), the threads this member serves now (in memory)."""

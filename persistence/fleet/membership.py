@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -123,16 +124,21 @@ class Membership:
     # -- joining and leaving --------------------------------------------------------------------
 
     def join(self) -> int:
-        """Take an id, open the lease connection, insert the instance row with a fresh lease; return the id."""
+        """Take an id (and a name, for a saver given none: see :func:`default_name`), open the lease
+        connection, insert the instance row with a fresh lease; return the id."""
         self.store_key()
         with pool_connection(self.pool) as conn:
             row = conn.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (_qualified(self.schema, "instances"),)
             ).fetchone()
             instance_id = int(row[0]) if row else 0
-        self.lease.acquire(instance_id, (socket.gethostname(), os.getpid(), self.name))
         try:
+            # one transaction from the choice of the name to the insert: two members starting at once
+            # (the workers of one server) never take the same slot
             with pool_connection(self.pool) as conn:
+                if self.name is None:
+                    self.name = self._free_name(conn, default_name())
+                self.lease.acquire(instance_id, (socket.gethostname(), os.getpid(), self.name))
                 seconds = self.lease.before_insert()
                 conn.execute(
                     self._q(
@@ -147,6 +153,22 @@ class Membership:
         self.instance_id = instance_id
         self.lease.started()
         return instance_id
+
+    def _free_name(self, conn: psycopg.Connection, base: str) -> str:
+        """``base#N`` with the smallest N no live member goes by (a member killed keeps its slot until its
+        lease runs out), under a lock held until the caller's transaction ends (and its insert with it)."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"hybrid_saver.names:{self.schema}",))
+        rows = conn.execute(
+            sql.SQL("SELECT m.name FROM {s}.instances m WHERE m.name LIKE %s AND {a}").format(
+                s=self._s, a=self._row_alive_sql("m")
+            ),
+            (base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%",),
+        ).fetchall()
+        taken = {r[0] for r in rows}
+        slot = 1
+        while f"{base}#{slot}" in taken:
+            slot += 1
+        return f"{base}#{slot}"
 
     def leave(self) -> None:
         """Give back every thread, end the lease (others may take its threads at once) and stop renewing."""
@@ -358,10 +380,47 @@ class Membership:
                 return m
         return None
 
+    def leases(self, lost_within: float = 900.0) -> tuple[dict[int, float | None], int]:
+        """Seconds each member not stopped has left on its lease, on the server's clock (negative: it ran
+        out; None: a member without a lease), and how many members were reaped in the last ``lost_within``
+        seconds after their lease ran out: they ended without leaving (a clean leave ends the lease when it
+        stops; a member reaped while cut off that joined again is not counted). For the metrics exporter."""
+        with pool_connection(self.pool) as conn:
+            rows = conn.execute(
+                self._q(
+                    "SELECT id, extract(epoch FROM lease_until - statement_timestamp())::float8 "
+                    "FROM {s}.instances WHERE stopped_at IS NULL"
+                )
+            ).fetchall()
+            lost = conn.execute(
+                self._q(
+                    "SELECT count(*) FROM {s}.instances WHERE stopped_at IS NOT NULL AND lease_until < stopped_at "
+                    "AND stopped_at > statement_timestamp() - make_interval(secs => %s)"
+                ),
+                (lost_within,),
+            ).fetchone()
+        return {int(r[0]): r[1] for r in rows}, int(lost[0]) if lost else 0
+
+
+def default_name() -> str:
+    """The name of a saver given none: ``host/program`` (``web-1/uvicorn``, ``web-1/myapp``), to which
+    :meth:`Membership.join` adds the smallest free slot (``#1``, ``#2``): a worker restarted takes the
+    slot it left, so the operator's interval and pause for it survive the restart."""
+    return f"{socket.gethostname()}/{_program()}"
+
+
+def _program() -> str:
+    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    name = os.path.basename(script)
+    return name[:-3] if name.endswith(".py") else name
+
 
 def _qualified(schema: str, name: str) -> str:
     """``"schema".name`` as text, for functions that take a relation name."""
     return '"' + schema.replace('"', '""') + '".' + name
 
 
-__all__ = ["RESTORE_WAIT", "Member", "Membership"]
+__all__ = ["RESTORE_WAIT", "Member", "Membership", "default_name"]

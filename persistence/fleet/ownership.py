@@ -27,6 +27,7 @@ from persistence.fleet.messenger import Messenger
 from persistence.memory import MemoryCache, Resident
 from persistence.store import Snapshot, Store
 from persistence.store.link import DatabaseLink
+from persistence.tally import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ class Ownership:
         #: one revalidation (or re-claim of everything) at a time: two would hand out tokens twice
         self._regain = threading.Lock()
         membership.lease.on_regained = self.revalidate
+        #: for the metrics: threads claimed; of them, threads another member held first (handed over, or
+        #: taken once its lease ran out) and the seconds each such claim took; claims that raised ThreadBusy
+        self.claims = 0
+        self.handoffs = 0
+        self.handoff_seconds = Tally()
+        self.busy = 0
+        self._counting = threading.Lock()
 
     # -- loading: the cache's loader ----------------------------------------------------------
 
@@ -98,15 +106,19 @@ class Ownership:
     def claim(self, thread_ids: Sequence[str], *, wait: bool, for_restore: bool = False) -> dict[str, int]:
         """Claim ``thread_ids``; with ``wait``, ask live owners to hand them over (up to
         ``handoff_timeout``) and raise ``ThreadBusy`` for a thread still held after it."""
-        deadline = time.monotonic() + self.handoff_timeout
+        started = time.monotonic()
+        deadline = started + self.handoff_timeout
         granted: dict[str, int] = {}
         todo = list(thread_ids)
+        handed: set[str] = set()
         while True:
             got, held = self._membership.claim(todo)
             granted.update(got)
             todo = [t for t in todo if t not in got]
             if not todo or not wait:
+                self._count(granted, handed, started)
                 return granted
+            handed.update(t for t in todo if t in held)
             by_owner: dict[int, list[str]] = defaultdict(list)
             for tid in todo:
                 if tid in held:
@@ -128,6 +140,8 @@ class Ownership:
                 if answer is None or (time.monotonic() >= deadline and answer.result.get("busy")):
                     member = self._membership.member(owner)
                     who = member.describe() if member else f"member {owner}"
+                    with self._counting:
+                        self.busy += 1
                     raise ThreadBusy(
                         f"Thread {threads[0]!r:.80} is held by {who}, which did not hand it over within "
                         f"{self.handoff_timeout:g} s: it is busy with the thread or stuck. Retry, or send requests "
@@ -137,6 +151,14 @@ class Ownership:
                     )
                 if answer.result.get("busy"):
                     time.sleep(0.02)
+
+    def _count(self, granted: dict[str, int], handed: set[str], started: float) -> None:
+        moved = len(handed.intersection(granted))
+        with self._counting:
+            self.claims += len(granted)
+            self.handoffs += moved
+        if moved:
+            self.handoff_seconds.observe(time.monotonic() - started)
 
     def give_back(self) -> None:
         """Release the ownership of threads evicted since the last call."""

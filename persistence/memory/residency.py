@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from persistence.store import Snapshot
+from persistence.tally import Tally
 
 #: bytes counted per stored entry on top of its payload (key tuples, strings, dict slots)
 ENTRY_OVERHEAD = 200
@@ -128,6 +129,8 @@ class Residency:
         self.hits = 0
         self.loads = 0
         self.evictions = 0
+        #: seconds each load of one cold thread took (claim, handoff and read), for the metrics
+        self.load_seconds = Tally()
         #: (thread, token) of evicted threads whose ownership is still to be given back
         self.released: list[tuple[str, int]] = []
         self._clock = itertools.count(1)
@@ -179,6 +182,7 @@ class Residency:
                 if load.error is not None:
                     raise load.error
                 continue
+            started = time.perf_counter()
             try:
                 snap, tokens = self.loader([thread_id])
             except BaseException as exc:
@@ -196,6 +200,7 @@ class Residency:
                     installed.pins += 1
                     self.loads += 1
                     self.trim(exclude=(thread_id,))
+            self.load_seconds.observe(time.perf_counter() - started)
             load.done.set()
             if installed is not None:
                 return installed

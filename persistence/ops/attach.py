@@ -43,6 +43,7 @@ class Attachment:
         serde: SerializerProtocol,
         budget: int | None,
         listen: remote.Handler | None,
+        warm: bool = True,
     ) -> None:
         self._cache = cache
         self._store = store
@@ -53,6 +54,8 @@ class Attachment:
         self._settings = settings
         self._recovery = recovery
         self._budget = budget
+        #: load threads at attach (False: only on demand)
+        self._warm = warm
         self._serde = serde
         #: what runs the commands sent to this member (None: it answers none)
         self._handler = listen
@@ -82,7 +85,10 @@ class Attachment:
             self.recovered = self._recovery.replay(self.store_id)
             # a member that stopped without reaching PostgreSQL still holds its lease for a moment
             ownership.resolve_provisional(wait=bool(self.recovered))
-            if self._budget is None:
+            # a member joining a live fleet does not warm-load: it cannot hold the whole store (the others
+            # serve part of it), and loading the free threads would take them from whoever serves them next;
+            # it claims each thread when it is used
+            if self._budget is None and self._warm and not ownership.others_alive():
                 ownership.warm()
                 ownership.refresh_complete()
             else:
@@ -101,7 +107,7 @@ class Attachment:
         link.attached = True
         link.attach_error = None
         link.mark_failed(False)
-        if self._budget is not None:
+        if self._budget is not None and self._warm:
             ownership.warm_in_background()
         if self._handler is not None:
             self._messenger.listen(store, self._handler)

@@ -30,6 +30,7 @@ from persistence.records import BackupRun
 from persistence.serde import encrypts
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
+from persistence.tally import RunTally
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class BackupWriter:
         self.last_run: BackupRun | None = None
         self.last_success: BackupRun | None = None
         self.history: deque[BackupRun] = deque(maxlen=HISTORY)
+        #: every run since the start added up (counts by trigger and outcome, durations, rows, bytes)
+        self.tally = RunTally()
         self._listeners: list[Callable[[BackupRun], None]] = []
         self._unlogged: list[dict[str, Any]] = []
         self._fold_row: int | None = None
@@ -275,6 +278,7 @@ class BackupWriter:
         if run.generation is not None:
             self._committed = max(self._committed or 0, run.generation)
         self.history.append(run)
+        self.tally.observe(run)
         notes = f"refused {len(run.refused)} thread(s) this member no longer owns" if run.refused else None
         row = {
             "trigger": run.trigger,

@@ -8,6 +8,7 @@ from typing import Any
 
 from persistence.errors import HybridSaverError
 from persistence.fleet.member import FleetMember
+from persistence.ops import observer
 from persistence.ops.backup import BackupWriter
 from persistence.ops.restore import Restorer
 from persistence.ops.settings import Settings
@@ -16,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class CommandHandler:
-    """Runs one command: backup, schedule changes, handoffs, restores, status."""
+    """Runs one command: backup, schedule changes, handoffs, restores, status, and the read-only
+    ``read_thread`` and ``pending`` of an observer (see ``observer.py``)."""
 
     def __init__(
         self,
@@ -78,6 +80,16 @@ class CommandHandler:
             }
         if op == "status":
             return self._figures()
+        if op == "read_thread":
+            # read-only: the thread's rows as this member serves them, if it holds it (nothing is claimed)
+            found = self._member.resident_rows(str(command["thread_id"]))
+            if found is None:
+                return {"held": False}
+            snap, pending = found
+            return {"held": True, "pending": pending, "rows": observer.snapshot_to_json(snap)}
+        if op == "pending":
+            # read-only: every thread with changes not backed up yet, as memory holds it now
+            return {"threads": self._member.pending_counts()}
         raise ValueError(f"unknown command {op!r}")
 
     def _log_restore(self, asker: object, thread_ids: list[str] | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from persistence.memory import MemoryCache
 from persistence.ops.backup import BackupWriter
+from persistence.ops.observer import pending_by_thread
 from persistence.ops.scheduler import BackupScheduler
 from persistence.records import SaverStats
 from persistence.store.link import DatabaseLink
@@ -38,10 +39,17 @@ def saver_stats(cache: MemoryCache, writer: BackupWriter, link: DatabaseLink, in
     )
 
 
-def member_figures(stats: SaverStats, scheduler: BackupScheduler | None) -> dict[str, Any]:
-    """What a member tells the fleet about itself (JSON-ready)."""
+def member_figures(
+    stats: SaverStats, scheduler: BackupScheduler | None, cache: MemoryCache | None = None
+) -> dict[str, Any]:
+    """What a member tells the fleet about itself (JSON-ready). With the ``cache``, also its pending
+    checkpoints per thread (``pending_threads``, the threads with the most; ``pending_thread_count``
+    counts them all), so an observer can tell which threads a crash of this member would lose."""
     last = stats.last_backup
-    return {
+    out: dict[str, Any] = {}
+    if cache is not None:
+        out["pending_threads"], out["pending_thread_count"] = pending_by_thread(cache)
+    return out | {
         "resident_threads": stats.resident_threads,
         "resident_bytes": stats.resident_bytes,
         "memory_budget": stats.memory_budget,

@@ -181,6 +181,9 @@ class BackupScheduler:
         """Stop the jobs and wait for a run under way to finish (idempotent)."""
         with self._lock:
             if self._scheduler.running:
+                # no job is submitted from here on: without the pause, a run due while the executor shuts
+                # down fails to submit ("cannot schedule new futures after shutdown") and logs a traceback
+                self._scheduler.pause()
                 self._scheduler.shutdown(wait=True)
 
 

@@ -4,6 +4,7 @@ PostgreSQL. A part of the :class:`~persistence.store.Store`: ``store.directory``
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -40,6 +41,7 @@ class ThreadDirectory:
         thread_ids: Sequence[str] | None = None,
         hide_claims_of: int | None = None,
         unless: Sequence[str] = (),
+        unsaved: Sequence[str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the store's threads, searched, sorted and counted by PostgreSQL.
 
@@ -48,6 +50,10 @@ class ThreadDirectory:
         the thread id. Returns (rows, total matching); each row has ``thread_id``, ``title``,
         ``checkpoints``, ``bytes``, ``updated_at``, ``newest_checkpoint``, ``snippet`` (where the
         query matched in the text), ``owner`` (member id or None) and ``backed_up`` (has a summary).
+
+        With ``unsaved`` (the threads some member holds changes of that were never backed up), a
+        thread without a summary is listed only when it is one of them: an owner row alone is a
+        claim (a read of an unknown thread), not a thread.
         """
         if sort not in self.SORTS:
             raise ValueError(f"sort must be one of {', '.join(self.SORTS)}, got {sort!r}")
@@ -68,6 +74,9 @@ class ThreadDirectory:
         if hide_claims_of is not None:
             where.append(sql.SQL("(s.thread_id IS NOT NULL OR o.owner IS DISTINCT FROM %s OR t.thread_id = ANY(%s))"))
             params += [hide_claims_of, [enc(t) for t in unless]]
+        if unsaved is not None:
+            where.append(sql.SQL("(s.thread_id IS NOT NULL OR t.thread_id = ANY(%s))"))
+            params.append([enc(t) for t in unsaved])
         order = sql.SQL("{} {} NULLS LAST, t.thread_id").format(
             sql.SQL("t.thread_id") if sort == "thread_id" else sql.Identifier("s", sort),
             sql.SQL("DESC" if descending else "ASC"),
@@ -104,6 +113,19 @@ class ThreadDirectory:
             if row["newest_checkpoint"] is not None:
                 row["newest_checkpoint"] = dec(row["newest_checkpoint"])
         return rows, total
+
+    def backed_up(self, thread_id: str) -> tuple[int, datetime] | None:
+        """(generation, time) of the backup that wrote ``thread_id``'s live summary, or None when its
+        newest state was never backed up (or it was deleted)."""
+        with pool_connection(self._place.pool) as conn:
+            row = conn.execute(
+                self._q(
+                    "SELECT s.added_gen, g.taken_at FROM {s}.summaries s JOIN {s}.generations g "
+                    "ON g.generation = s.added_gen WHERE s.thread_id = %s AND s.deleted_gen IS NULL"
+                ),
+                (enc(thread_id),),
+            ).fetchone()
+        return (int(row[0]), row[1]) if row else None
 
     def store_figures(self) -> dict[str, int]:
         """Threads, checkpoints and bytes of the newest state (from the summaries)."""

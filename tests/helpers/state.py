@@ -22,7 +22,8 @@ def _normal(storage: Any, writes: Any, blobs: Any) -> State:
             if any(namespaces.values())
         },
         {key: dict(inner) for key, inner in writes.items() if inner},
-        dict(blobs),
+        # values as LangGraph put them (``[]`` decodes what the saver keeps compressed)
+        {key: blobs[key] for key in blobs},
     )
 
 
