@@ -8,9 +8,9 @@ long idle pool, the lease connection and the final backup at ``close()`` all go 
 
 from __future__ import annotations
 
-import random
 import itertools
 import os
+import random
 import time
 from collections.abc import Iterator
 
