@@ -197,6 +197,17 @@ TARGETS: list[Target] = [
         ),
     ),
     Target(
+        "backup_vs_indexed_copy",
+        "first backup throughput / raw COPY into tables with the saver's indexes (largest size)",
+        ">=",
+        0.80,
+        lambda r: _largest(r)["backup_vs_raw_copy_indexed"],
+        lambda r: (
+            f"{_largest(r)['checkpoints']:,} checkpoints: {_largest(r)['backup_s']:.2f} s vs "
+            f"{_largest(r)['raw_copy_indexed_s']:.2f} s"
+        ),
+    ),
+    Target(
         "restore_vs_raw_copy",
         "raw COPY TO of the state / restore with a budget until a restored thread is served (largest size)",
         ">=",

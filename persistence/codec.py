@@ -14,7 +14,7 @@ The same encoded values live in memory, in the backup rows and in recovery files
 the blob dict of the memory cache and of snapshots: it encodes on ``blobs[key] = value`` and
 decodes on ``blobs[key]`` and ``blobs.get(key)``, so InMemorySaver's own code reads values exactly as
 LangGraph put them; ``raw()`` and iteration give the encoded values the machinery moves around.
-Encrypted values (``msgpack+aes``) and small ones are kept as they are. Compression library: zstd
+Encrypted values (``msgpack+aes``) and values under 8 KiB are kept as they are. Compression library: zstd
 (``compression.zstd``, in the standard library from Python 3.14, through ``backports.zstd`` before):
 dictionary compression is what makes a version against its base cost only the difference.
 """
@@ -38,8 +38,9 @@ else:
 ROOT = "z0:"
 #: tag prefix of a version compressed against an earlier one
 DELTA = "zd:"
-#: values smaller than this are kept as they are
-MIN_ENCODE = 512
+#: values smaller than this are kept as they are: compressing a few kilobytes costs a put more than the
+#: memory it saves (a short conversation's whole state), while a long one passes this within a few dozen turns
+MIN_ENCODE = 8 * 1024
 #: zstd level (3 is zstd's default: ~0.1 ms per 200 kB version against its base)
 LEVEL = 3
 #: bytes of decoded versions kept for the next read (the newest versions and the bases of the next
@@ -258,19 +259,4 @@ class Blobs(dict):  # type: ignore[type-arg]
         return {k: self[k] for k in self}
 
 
-def decoded(blobs: dict[Key, Typed], key: Key) -> Typed | None:
-    """``blobs[key]`` as LangGraph put it, for any blob dict (a :class:`Blobs` decodes; a plain dict of rows
-    read elsewhere is wrapped first)."""
-    if isinstance(blobs, Blobs):
-        return blobs.get(key)
-    value = blobs.get(key)
-    if value is None or not is_encoded(value[0]):
-        return value
-    wrapped = Blobs()
-    for k, v in blobs.items():
-        if k[:3] == key[:3]:
-            wrapped.store_raw(k, v)
-    return wrapped.get(key)
-
-
-__all__ = ["CACHE_BYTES", "DELTA", "MIN_ENCODE", "ROOT", "Blobs", "BrokenDelta", "decoded", "is_encoded"]
+__all__ = ["CACHE_BYTES", "DELTA", "MIN_ENCODE", "ROOT", "Blobs", "BrokenDelta", "is_encoded"]

@@ -29,7 +29,7 @@ def _versions(n: int) -> list[tuple[str, bytes]]:
     items: list[dict[str, Any]] = []
     out = []
     for i in range(n):
-        items.append({"role": "user" if i % 2 else "assistant", "content": f"message {i}: " + "words " * (i % 7 + 5)})
+        items.append({"role": "user" if i % 2 else "assistant", "content": f"message {i}: " + "words " * (i % 7 + 60)})
         out.append(serde.dumps_typed(list(items)))
     return out
 
