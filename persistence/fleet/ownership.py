@@ -178,7 +178,10 @@ class Ownership:
         that read one of them before cannot fork its history (see the cache's guard). A thread whose
         ownership row is simply gone (reaped while this member was cut off, or lost with the database
         in a failover) and that nobody wrote since is claimed again and kept: memory holds its truth."""
-        with self._regain:
+        # the cache's lock first, then _regain: the order of a handoff's release, which holds the cache's
+        # lock through its backup and may renew the lease (and so revalidate) from inside it; the other
+        # order deadlocked the lease thread against that release
+        with self._cache.lock, self._regain:
             self._revalidate()
 
     def _revalidate(self) -> None:
@@ -220,9 +223,8 @@ class Ownership:
         """The store lost this member's recent generations: claim every resident thread again (the
         ownership rows went with them) and have the next backup write each one whole. Returns them."""
         cache = self._cache
-        with self._regain:
-            with cache.lock:
-                resident = list(cache.entries)
+        with cache.lock, self._regain:  # the order of revalidate()
+            resident = list(cache.entries)
             granted = self.claim(resident, wait=False) if resident else {}
         with cache.lock:
             for tid, token in granted.items():
