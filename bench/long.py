@@ -14,7 +14,6 @@ import copy
 import gc
 import statistics
 import time
-import tracemalloc
 from typing import Any
 
 import psycopg
@@ -24,6 +23,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
 from bench.database import Database, postgres_pool
+from bench.memory import traced
 from bench.settings import Settings
 
 THREAD = "long"
@@ -60,18 +60,6 @@ def _copied(saver: InMemorySaver) -> tuple[Any, ...]:
         return copy.copy(value)
 
     return fresh(dict(saver.storage)), fresh(dict(saver.writes)), fresh(dict(saver.blobs))
-
-
-def _traced(build: Any) -> tuple[int, Any]:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = build()
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - base, result
-    finally:
-        tracemalloc.stop()
 
 
 def _schema_bytes(url: str, schema: str, tables: tuple[str, ...] | None = None) -> int:
@@ -150,10 +138,10 @@ def run_long(db: Database, settings: Settings, log: Any) -> dict[str, Any]:
             )
         # the real allocations at the longest length: InMemorySaver's dicts copied under tracemalloc, and
         # the thread loaded afresh by a new HybridSaver (a saver on an empty store is the baseline)
-        mem_real, _copy = _traced(lambda: _copied(memory))
+        mem_real, _copy = traced(lambda: _copied(memory))
         del _copy
         hybrid.close()
-        empty_bytes, empty = _traced(lambda: open_hybrid(url, "empty_store"))
+        empty_bytes, empty = traced(lambda: open_hybrid(url, "empty_store"))
         empty.close()
 
         def reload() -> Any:
@@ -161,7 +149,7 @@ def run_long(db: Database, settings: Settings, log: Any) -> dict[str, Any]:
             saver.get_tuple(config)
             return saver
 
-        loaded_bytes, loaded = _traced(reload)
+        loaded_bytes, loaded = traced(reload)
         counted = loaded.stats().resident_bytes
         loaded.close()
         longest = out["lengths"][str(max(lengths))]

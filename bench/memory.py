@@ -13,7 +13,7 @@ from bench.settings import Settings
 from bench.workload import Template, fill
 
 
-def _traced(build: Any) -> tuple[int, Any]:
+def traced(build: Any) -> tuple[int, Any]:
     gc.collect()
     tracemalloc.start()
     try:
@@ -31,7 +31,7 @@ def run_memory(db: Database, templates: list[Template], settings: Settings, log:
 
     threads = settings.memory_threads
     memory = InMemorySaver()
-    mem_bytes, checkpoints = _traced(lambda: fill(memory, templates, threads))
+    mem_bytes, checkpoints = traced(lambda: fill(memory, templates, threads))
     memory.storage.clear()
     memory.writes.clear()
     memory.blobs.clear()
@@ -53,9 +53,9 @@ def run_memory(db: Database, templates: list[Template], settings: Settings, log:
         hybrid.close()
         # a warm start loads the same checkpoints back from PostgreSQL; a saver on an empty store
         # is the baseline (pool, threads), so only the loaded state is counted
-        empty_bytes, empty = _traced(lambda: open_hybrid(url, "empty_store"))
+        empty_bytes, empty = traced(lambda: open_hybrid(url, "empty_store"))
         empty.close()
-        warm_bytes, warm = _traced(lambda: open_hybrid(url, "hybrid_saver"))
+        warm_bytes, warm = traced(lambda: open_hybrid(url, "hybrid_saver"))
         warm.close()
         warm_bytes -= empty_bytes
     finally:
@@ -82,4 +82,4 @@ def run_memory(db: Database, templates: list[Template], settings: Settings, log:
     return out
 
 
-__all__ = ["run_memory"]
+__all__ = ["run_memory", "traced"]
