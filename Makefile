@@ -45,7 +45,7 @@ prometheus:
 # the dashboard's port: `make run PORT=8600` (or PORT in the environment), else Streamlit's own
 # STREAMLIT_SERVER_PORT, else 8501
 run: $(STAMP)
-	$(VENV)/bin/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port \
+	$(PY) -m dashboard --server.address 127.0.0.1 --server.port \
 	  $(if $(filter file,$(origin PORT)),$(or $(STREAMLIT_SERVER_PORT),$(PORT)),$(PORT)) \
 	  --server.headless true --browser.gatherUsageStats false
 

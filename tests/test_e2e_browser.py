@@ -1,5 +1,6 @@
-"""End to end in a real browser: `streamlit run` on a free port against a fresh test database,
-driven by Playwright with Debian's chromium. Saves a screenshot of every page in tests/artifacts/."""
+"""End to end in a real browser: the dashboard (`python -m dashboard`, as `make run` starts it) on a
+free port against a fresh test database, driven by Playwright with Debian's chromium. Saves a
+screenshot of every page in tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -83,9 +84,7 @@ class Dashboard:
                 [
                     sys.executable,
                     "-m",
-                    "streamlit",
-                    "run",
-                    "streamlit_app.py",
+                    "dashboard",
                     "--server.headless",
                     "true",
                     "--browser.gatherUsageStats",
@@ -174,6 +173,15 @@ def _login(page: Page, url: str, path: str = "") -> None:
     expect(page.get_by_test_id("stSidebarNav")).to_be_visible(timeout=WAIT_MS)
 
 
+_NAV_WATCH = """
+window.__navSeen = [];
+new MutationObserver(() => {
+  const nav = document.querySelector('[data-testid="stSidebarNav"]');
+  if (nav && window.__navSeen.length < 5) window.__navSeen.push(nav.innerText);
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
 def _router_navigation(page: Page) -> None:
     """The sidebar is the router's (page titles in sections), not a list of the pages/ files."""
     nav = page.get_by_test_id("stSidebarNav")
@@ -192,6 +200,9 @@ def test_chat_backup_restore_in_a_browser(dashboard: Dashboard, db_url: str, pg_
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
+            # any navigation drawn before the login, even for a moment (Streamlit's list of the pages/
+            # files, which a plain `streamlit run` shows until the router's first run)
+            page.add_init_script(_NAV_WATCH)
             # a deep link as the server's very first request: the login only, then the router's pages
             page.goto(f"{url}/backups")
             password = page.get_by_label("Admin password")
@@ -203,6 +214,7 @@ def test_chat_backup_restore_in_a_browser(dashboard: Dashboard, db_url: str, pg_
             expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
             if shots:
                 _shot(page, "login")
+            assert page.evaluate("window.__navSeen") == [], "a navigation was shown before the login"
             password.fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("heading", name="Backups", level=1)).to_be_visible(timeout=WAIT_MS)
