@@ -22,6 +22,8 @@ def test_thread_page_lists_every_thread_searched_and_sorted_by_the_server(
     saver.get_tuple(thread_config("ghost"))  # a read of an unknown thread is not a thread
     df, total = views.thread_page(saver)
     assert total == 2 and set(df["thread_id"]) == {"a", "b"}
+    stats = saver.stats()
+    assert stats.resident_threads == stats.threads == 2  # nor is it counted as resident
     assert set(df["status"]) == {"pending here"}  # figures read from memory while not backed up
     assert df.set_index("thread_id").loc["b", "pending"] == 6
     assert df.set_index("thread_id").loc["a", "title"] == "my name is Ana"

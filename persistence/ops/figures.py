@@ -28,7 +28,8 @@ def saver_stats(cache: MemoryCache, writer: BackupWriter, link: DatabaseLink, in
         last_backup=last,
         last_success=writer.last_success,
         database_ok=(last is None or last.ok) and not link.failed,
-        resident_threads=res.resident_threads,
+        # threads with checkpoints: a claim with nothing in it yet (a read of a new thread id) is not one
+        resident_threads=threads,
         resident_bytes=res.resident_bytes,
         dirty_bytes=res.dirty_bytes,
         memory_budget=res.memory_budget,
