@@ -6,7 +6,13 @@ damaged, unless told to skip them). Then it makes the fleet hand the threads ove
 it holds the store's restore lock (claims wait) and asks each live member to back up and release what
 it holds; for one thread, it claims that thread. Its own pending changes are backed up too, so the
 newest generation is then the undo point. The rewrite is server-side SQL committed as a generation of
-its own; the threads are cold afterwards and load on demand: a restore costs the SQL, not a reload.
+its own; the threads are cold afterwards and load on demand: a restore costs the SQL, not a reload (a
+member alone without a budget loads them back as a start does: the most recent now, the rest in the
+background).
+
+Progress (``progress(phase, fraction, detail)``) goes through the phases in order, each over its share
+of the bar (:data:`PHASES`), with the fraction of that phase's work done; "done" (1.0) comes last, when
+the restore returns.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from persistence.errors import (
 from persistence.fleet.member import FleetMember
 from persistence.fleet.membership import Membership
 from persistence.fleet.messenger import Messenger
-from persistence.fleet.ownership import Ownership
+from persistence.fleet.ownership import WARM_FIRST_BYTES, Ownership
 from persistence.fleet.remote import CommandTimeout
 from persistence.memory import MemoryCache
 from persistence.ops.backup import BackupWriter
@@ -50,6 +56,16 @@ RESTORE_LOCK_TIMEOUT = 30
 
 Progress = Callable[[str, float, str], None]
 
+#: each phase's share of a restore's progress, in order: about the share of the time it took to restore
+#: every thread of a 10,000-thread store (bench/restore_scale.py) with a member holding threads
+PHASES: tuple[tuple[str, float], ...] = (
+    ("checking", 0.55),  # the generation's checksums (by block ranges of the tables)
+    ("handing over", 0.25),  # every member backs up and releases (member by member as they answer)
+    ("backing up", 0.03),  # this process's own pending changes (the undo point)
+    ("rewriting", 0.15),  # the server-side SQL, statement by statement
+    ("finishing", 0.02),  # retention, the record of the run, threads loaded back (a lone member)
+)
+
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -66,6 +82,28 @@ class VerifyResult:
 
 def _quiet(_phase: str, _fraction: float, _detail: str) -> None:
     return None
+
+
+class _Phases:
+    """Maps each phase's own fraction onto the restore's bar (:data:`PHASES`), never backwards."""
+
+    def __init__(self, report: Progress) -> None:
+        self._report = report
+        self._at = 0.0
+        self._starts: dict[str, tuple[float, float]] = {}
+        start = 0.0
+        for name, share in PHASES:
+            self._starts[name] = (start, share)
+            start += share
+
+    def __call__(self, phase: str, within: float, detail: str) -> None:
+        start, share = self._starts[phase]
+        self._at = max(self._at, min(start + share * min(max(within, 0.0), 1.0), 0.999))
+        self._report(phase, self._at, detail)
+
+    def done(self, detail: str) -> None:
+        self._at = 1.0
+        self._report("done", 1.0, detail)
 
 
 class Restorer:
@@ -143,7 +181,7 @@ class Restorer:
             raise ValueError(f"on_damage must be 'refuse' or 'skip', got {on_damage!r}")
         if thread_id is not None and not isinstance(thread_id, str):
             raise InvalidValue(f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r:.80}.")
-        report = progress or _quiet
+        report = _Phases(progress or _quiet)
         started = datetime.now(UTC)
         try:
             self._store.get_generation(generation)
@@ -152,8 +190,11 @@ class Restorer:
                     f"Thread {thread_id!r:.120} is not in generation {generation}. "
                     "Pick a generation that holds it (the Restore page or `hybrid-saver generations`)."
                 )
-            report("checking", 0.0, f"checking the rows of generation {generation} against their checksums")
-            _rows, damaged = self._store.upkeep.verify_generation(generation, thread_id)
+            what = f"checking the rows of generation {generation} against their checksums"
+            report("checking", 0.0, what)
+            _rows, damaged = self._store.upkeep.verify_generation(
+                generation, thread_id, progress=lambda done: report("checking", done, f"{what} ({done:.0%})")
+            )
         except DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot read generation {generation} from {describe_url(self._link.conninfo)}: "
@@ -178,13 +219,15 @@ class Restorer:
                 new, undo = self._rewrite(generation, thread_id, damaged, report)
             finally:
                 hold.release()
+            report("finishing", 0.0, "dropping the generations past the retention")
             try:
                 self._writer.apply_retention()
             except DB_ERRORS:
                 logger.warning("retention after restore failed; it runs again with the next backup")
         if self._budget is None:
-            # no budget: every thread stays resident, as before the restore
+            report("finishing", 0.3, "loading the restored threads back (no memory budget)")
             self._reload_after_restore(thread_id)
+        report("finishing", 0.8, "recording the run")
         counts = self._generation_counts(new)
         if thread_id is None:
             # the generation's own totals: counting its rows again takes seconds on a large store
@@ -198,7 +241,7 @@ class Restorer:
             counts,
         )
         # last: a progress that says "done" while work goes on is not true
-        report("done", 1.0, f"restored as generation {new}")
+        report.done(f"restored as generation {new}")
         return RestoreResult(
             restored_from=generation,
             generation=new,
@@ -211,13 +254,13 @@ class Restorer:
         )
 
     def _rewrite(
-        self, generation: int, thread_id: str | None, damaged: list, report: Progress
+        self, generation: int, thread_id: str | None, damaged: list, report: _Phases
     ) -> tuple[int, int | None]:
         """Back up what is pending, drop the threads from memory, rewrite server-side. Returns
         (new generation, undo generation). Writers of this process wait meanwhile."""
         cache = self._cache
         with cache.lock:
-            report("backing up", 0.3, "backing up what this process has not written yet (the undo point)")
+            report("backing up", 0.0, "backing up what this process has not written yet (the undo point)")
             pre = self._writer.run_locked("pre-restore", None, retain=False)
             if not pre.ok:
                 raise DatabaseUnavailable(
@@ -233,9 +276,15 @@ class Restorer:
                 cache.residency.store_epoch += 1
                 cache.residency.evict(thread_id, give_back=False)
             undo = self._store.latest_generation()
-            report("rewriting", 0.5, f"rewriting {'every thread' if thread_id is None else 'the thread'} server-side")
+            what = f"rewriting {'every thread' if thread_id is None else 'the thread'} server-side"
+            report("rewriting", 0.0, what)
             try:
-                new = self._store.upkeep.restore_generation(generation, trigger="restore", thread_id=thread_id)
+                new = self._store.upkeep.restore_generation(
+                    generation,
+                    trigger="restore",
+                    thread_id=thread_id,
+                    progress=lambda done: report("rewriting", done, f"{what} ({done:.0%})"),
+                )
                 if damaged:
                     self._tombstone_damaged(damaged, generation, thread_id)
             except DB_ERRORS as exc:
@@ -246,10 +295,14 @@ class Restorer:
         return new, undo
 
     def _reload_after_restore(self, thread_id: str | None) -> None:
+        """Without a budget, a member alone holds every thread: it loads them back as a start does
+        (the most recent now, the rest in the background). In a fleet it takes none: the threads
+        load where they are used next (taking them all here would take them from the others)."""
         try:
             if thread_id is None:
-                self._ownership.warm()
-                self._ownership.refresh_complete()
+                if not self._ownership.others_alive():
+                    self._ownership.warm(first=WARM_FIRST_BYTES)
+                    self._ownership.warm_in_background()
             else:
                 entry, pinned = self._cache.residency.acquire(thread_id)
                 if pinned:
@@ -305,10 +358,10 @@ class _Hold:
         self._conn: psycopg.Connection | None = None
         self._token: int | None = None
 
-    def take(self, report: Progress) -> tuple[int, ...]:
+    def take(self, report: _Phases) -> tuple[int, ...]:
         link = self._link
         if self.thread_id is not None:
-            report("handing over", 0.1, "asking the member that holds the thread to hand it over")
+            report("handing over", 0.0, "asking the member that holds the thread to hand it over")
             self._member.restoring.add(self.thread_id)
             entry = self._cache.entries.get(self.thread_id)
             if entry is not None and entry.token is not None:
@@ -316,7 +369,7 @@ class _Hold:
             else:
                 self._token = self._ownership.claim([self.thread_id], wait=True, for_restore=True)[self.thread_id]
             return ()
-        report("handing over", 0.1, "waiting for other restores, then asking every member to hand over its threads")
+        report("handing over", 0.0, "waiting for other restores, then asking every member to hand over its threads")
         try:
             conn = connect_session(link.conninfo, "restore")
         except psycopg.Error as exc:
@@ -341,8 +394,11 @@ class _Hold:
             t = threading.Thread(target=self._ask_release_all, args=(member.instance_id, answers), daemon=True)
             t.start()
             threads.append(t)
-        for t in threads:
-            t.join()
+        for done in range(len(threads)):
+            while threads[done].is_alive():
+                threads[done].join(0.5)
+                answered = sum(1 for m in others if m.instance_id in answers)
+                report("handing over", answered / len(others), f"{answered} of {len(others)} member(s) handed over")
         for member in others:
             outcome = answers.get(member.instance_id)
             if isinstance(outcome, BaseException) or (outcome is not None and not outcome.ok):
@@ -352,7 +408,7 @@ class _Hold:
                     "Check that member (or stop it), then restore again.",
                     owner=member.instance_id,
                 )
-        report("handing over", 0.25, f"{len(others)} other member(s) backed up and released their threads")
+        report("handing over", 1.0, f"{len(others)} other member(s) backed up and released their threads")
         return tuple(m.instance_id for m in others)
 
     def _ask_release_all(self, member: int, answers: dict[int, Any]) -> None:
@@ -376,4 +432,4 @@ class _Hold:
                 pass
 
 
-__all__ = ["HANDOVER_TIMEOUT", "Restorer", "VerifyResult"]
+__all__ = ["HANDOVER_TIMEOUT", "PHASES", "Progress", "Restorer", "VerifyResult"]

@@ -5,16 +5,20 @@ verification of a generation's checksums, and retention. A part of the
 
 from __future__ import annotations
 
+import threading
+import zlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import PoolTimeout
 
 from persistence.db import pool_connection
 from persistence.errors import ThreadNotFound
 from persistence.store.records import RestoreWindow
-from persistence.store.rows import copy_out, live_at, next_generation
-from persistence.store.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc, row_crc
+from persistence.store.rows import bytes_loader, live_at, next_generation
+from persistence.store.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc
 
 if TYPE_CHECKING:
     from persistence.store.place import Place
@@ -24,8 +28,10 @@ if TYPE_CHECKING:
 LOAD_TRIGGERS = ("pressure", "release")
 #: runs (and commands) kept in their tables; retention deletes older ones
 MAX_RUNS = 20_000
-#: key columns of each checkpoint table (the payload starts after them)
-_KEY_WIDTH = {table: len(keys) for table, (keys, _payload, _types) in TABLES.items()}
+#: connections a verification of every thread checks rows on at once (one when the pool is smaller)
+VERIFY_WORKERS = 2
+#: heap blocks (8 KiB) per range a verification checks at a time: ~32 MiB of rows, their TOASTed values besides
+VERIFY_BLOCKS = 4096
 
 
 class KeptGenerations(Protocol):
@@ -76,26 +82,36 @@ class GenerationUpkeep:
     # -- restore ------------------------------------------------------------------------------
 
     def restore_generation(
-        self, generation: int, *, trigger: str, thread_id: str | None = None, undo_of: int | None = None
+        self,
+        generation: int,
+        *,
+        trigger: str,
+        thread_id: str | None = None,
+        undo_of: int | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> int:
         """Commit the state of ``generation`` (all threads or one) as a new generation, server-side.
 
         Rows live now but not at ``generation`` are tombstoned; rows live then but deleted since are
-        copied forward. Returns the new generation.
+        copied forward. The new generation's totals are the source's (every thread: its state is the
+        source's) or follow from the thread's checkpoints before and after (one): no scan of the
+        store. ``progress(fraction)`` is called after each statement (the fraction of the tables'
+        blocks rewritten). Returns the new generation.
         """
-        self._generations.get_generation(generation)
+        source = self._generations.get_generation(generation)
         if thread_id is not None and not self._generations.has_thread(generation, thread_id):
             raise ThreadNotFound(
                 f"Thread {thread_id!r:.120} is not in generation {generation}. "
                 "Pick a generation that holds it (see the Restore page or `hybrid-saver generations`)."
             )
+        report = progress or _ignore
         scope = sql.SQL("")
         scope_params: list[Any] = []
         if thread_id is not None:
             scope = sql.SQL(" AND thread_id = %s")
             scope_params = [enc(thread_id)]
         with pool_connection(self._place.pool) as conn, conn.transaction():
-            new, _threads, _checkpoints = next_generation(
+            new, threads, checkpoints = next_generation(
                 conn,
                 self._s,
                 trigger,
@@ -103,6 +119,10 @@ class GenerationUpkeep:
                 restored_from=generation,
                 thread_id=enc(thread_id) if thread_id is not None else None,
             )
+            before = self._live_checkpoints(conn, thread_id) if thread_id is not None else 0
+            # every statement scans its table: its share of the progress is the table's size
+            sizes = self._table_blocks(conn)
+            total, done = max(1, sum(sizes.values())), 0
             nrows = 0
             for table in GENERATIONAL:
                 cur = conn.execute(
@@ -122,84 +142,137 @@ class GenerationUpkeep:
                 )
                 if table != "summaries":
                     nrows += max(cur.rowcount, 0)
-            counts = conn.execute(
-                self._q("SELECT count(*), count(DISTINCT thread_id) FROM {s}.checkpoints WHERE deleted_gen IS NULL")
-            ).fetchone()
+                done += sizes.get(table, 0)
+                report(done / total)
+            if thread_id is None:
+                threads, checkpoints = source.threads, source.checkpoints
+            else:
+                after = self._live_checkpoints(conn, thread_id)
+                threads += (1 if after else 0) - (1 if before else 0)
+                checkpoints += after - before
             conn.execute(
                 self._q(
                     "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s WHERE generation = %s"
                 ),
-                (counts[1] if counts else 0, counts[0] if counts else 0, nrows, new),
+                (threads, checkpoints, nrows, new),
             )
         return new
 
-    def verify_generation(self, generation: int, thread_id: str | None = None) -> tuple[int, list[tuple[str, str]]]:
+    def _live_checkpoints(self, conn: psycopg.Connection, thread_id: str) -> int:
+        row = conn.execute(
+            self._q("SELECT count(*) FROM {s}.checkpoints WHERE thread_id = %s AND deleted_gen IS NULL"),
+            (enc(thread_id),),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _table_blocks(self, conn: psycopg.Connection) -> dict[str, int]:
+        """Blocks of each generational table (its size, without indexes and TOAST)."""
+        rows = conn.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) / current_setting('block_size')::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r'",
+            (self._place.schema, list(GENERATIONAL)),
+        ).fetchall()
+        return {str(r[0]): max(1, int(r[1])) for r in rows}
+
+    def verify_generation(
+        self, generation: int, thread_id: str | None = None, *, progress: Callable[[float], None] | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
         """Check every row of ``generation`` against its checksum (nothing is kept in memory).
 
         PostgreSQL 18 and newer compute the checksums server-side (``crc32()``); older servers
-        stream the rows here. Returns (rows checked, damaged rows as (thread id, what)).
+        send each row's checksummed bytes (put together server-side) and they are checked here. Every
+        thread: each table is cut into block ranges checked on up to :data:`VERIFY_WORKERS` connections
+        at once, all in one snapshot; ``progress(fraction)`` is called as the ranges are done (the
+        fraction of the tables' blocks checked). Returns (rows checked, damaged rows as (thread id, what)).
         """
         self._generations.get_generation(generation)
-        checked = 0
-        damaged: list[tuple[str, str]] = []
-        ids = [thread_id] if thread_id is not None else None
-        with pool_connection(self._place.pool) as conn:
-            server_side = conn.info.server_version >= 180000
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    for table, width in _KEY_WIDTH.items():
-                        if server_side:
-                            n, bad = self._verify_server_side(cur, table, generation, ids)
+        report = progress or _ignore
+        if thread_id is not None:
+            with pool_connection(self._place.pool) as conn:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        checked, damaged = 0, []
+                        for table in TABLES:
+                            n, bad = self._verify_part(cur, table, generation, thread_id, None)
                             checked += n
                             damaged += bad
-                            continue
-                        for row in copy_out(cur, self._s, table, generation, ids, True):
-                            checked += 1
-                            stored = row[-1]
-                            if stored is not None and stored != row_crc(row[width:-1]):
-                                damaged.append((dec(row[0]), describe_row(table, row)))
-            finally:
-                conn.isolation_level = None
-        return checked, damaged
+                finally:
+                    conn.isolation_level = None
+            report(1.0)
+            return checked, damaged
+        return _ParallelVerify(self, generation, report).run()
 
-    def _verify_server_side(
-        self, cur: psycopg.Cursor, table: str, generation: int, thread_ids: list[str] | None
+    def _verify_part(
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        generation: int,
+        thread_id: str | None,
+        blocks: tuple[int, int | None] | None,
     ) -> tuple[int, list[tuple[str, str]]]:
+        """Check the rows of ``table`` live at ``generation``: of ``thread_id`` or, with ``blocks``
+        (first, end or None), those stored in that range of the table's blocks."""
         keys, payload, types = TABLES[table]
-        parts = []
-        for col, typ in zip(payload, types[len(keys) :], strict=True):
-            value = sql.SQL("convert_to({}, 'UTF8')" if typ == "text" else "{}").format(sql.Identifier(col))
-            parts.append(
-                sql.SQL(
-                    "CASE WHEN {v} IS NULL THEN '\\xffffffff'::bytea ELSE "
-                    "set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, length({v}) & 255), "
-                    "1, (length({v}) >> 8) & 255), 2, (length({v}) >> 16) & 255), 3, (length({v}) >> 24) & 255) "
-                    "|| {v} END"
-                ).format(v=value)
-            )
-        bad = sql.SQL("crc IS NOT NULL AND crc <> crc32({})").format(sql.SQL(" || ").join(parts))
         where, params = live_at(generation)
-        if thread_ids is not None:
-            where = sql.SQL("{} AND thread_id = ANY(%s)").format(where)
-            params = [*params, [enc(t) for t in thread_ids]]
-        cur.execute(
-            sql.SQL("SELECT count(*), count(*) FILTER (WHERE {b}) FROM {s}.{t} WHERE {w}").format(
-                b=bad, s=self._s, t=sql.Identifier(table), w=where
-            ),
+        if thread_id is not None:
+            where = sql.SQL("{} AND thread_id = %s").format(where)
+            params = [*params, enc(thread_id)]
+        if blocks is not None:
+            first, end = blocks
+            where = sql.SQL("{} AND ctid >= %s::tid").format(where)
+            params = [*params, f"({first},0)"]
+            if end is not None:
+                where = sql.SQL("{} AND ctid < %s::tid").format(where)
+                params = [*params, f"({end},0)"]
+        checked = _checked_bytes(payload, types[len(keys) :])
+        key_cols = sql.SQL(", ").join(map(sql.Identifier, keys))
+        t = sql.Identifier(table)
+        if cur.connection.info.server_version >= 180000:
+            bad = sql.SQL("crc IS NOT NULL AND crc <> crc32({})").format(checked)
+            cur.execute(
+                sql.SQL("SELECT count(*), count(*) FILTER (WHERE {b}) FROM {s}.{t} WHERE {w}").format(
+                    b=bad, s=self._s, t=t, w=where
+                ),
+                params,
+            )
+            row = cur.fetchone()
+            total, nbad = (int(row[0]), int(row[1])) if row else (0, 0)
+            if not nbad:
+                return total, []
+            cur.execute(
+                sql.SQL("SELECT {c} FROM {s}.{t} WHERE {w} AND {b}").format(c=key_cols, s=self._s, t=t, w=where, b=bad),
+                params,
+            )
+            return total, [(dec(r[0]), describe_row(table, r)) for r in cur.fetchall()]
+        # before 18 there is no crc32(): the server sends each row's checksummed bytes, checked here;
+        # the keys only for a range that holds a damaged row (a second pass over it)
+        total = nbad = 0
+        crc32 = zlib.crc32
+        for stored, data in _copy_rows(
+            cur,
+            sql.SQL("SELECT crc, {d} FROM {s}.{t} WHERE {w}").format(d=checked, s=self._s, t=t, w=where),
             params,
-        )
-        row = cur.fetchone()
-        total, nbad = (int(row[0]), int(row[1])) if row else (0, 0)
+            ["int8", "bytea"],
+        ):
+            total += 1
+            if stored is not None and stored != crc32(data):
+                nbad += 1
         if not nbad:
             return total, []
-        cur.execute(
-            sql.SQL("SELECT {c} FROM {s}.{t} WHERE {w} AND {b}").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, keys)), s=self._s, t=sql.Identifier(table), w=where, b=bad
+        damaged = []
+        for row in _copy_rows(
+            cur,
+            sql.SQL("SELECT {c}, crc, {d} FROM {s}.{t} WHERE {w}").format(
+                c=key_cols, d=checked, s=self._s, t=t, w=where
             ),
             params,
-        )
-        return total, [(dec(r[0]), describe_row(table, r)) for r in cur.fetchall()]
+            [*types[: len(keys)], "int8", "bytea"],
+        ):
+            if row[-2] is not None and row[-2] != crc32(row[-1]):
+                damaged.append((dec(row[0]), describe_row(table, row)))
+        return total, damaged
 
     # -- retention ----------------------------------------------------------------------------
 
@@ -273,4 +346,147 @@ class GenerationUpkeep:
         return dropped
 
 
-__all__ = ["LOAD_TRIGGERS", "MAX_RUNS", "GenerationUpkeep", "KeptGenerations"]
+def _ignore(_fraction: float) -> None:
+    return None
+
+
+def _checked_bytes(payload: tuple[str, ...], types: tuple[str, ...]) -> sql.Composable:
+    """The bytes a row's checksum covers (:func:`~persistence.store.schema.row_crc`), server-side: each
+    payload column length-prefixed (4 bytes, little-endian), NULL as four 0xff bytes."""
+    parts = []
+    for col, typ in zip(payload, types, strict=True):
+        value = sql.SQL("convert_to({}, 'UTF8')" if typ == "text" else "{}").format(sql.Identifier(col))
+        parts.append(
+            sql.SQL(
+                "CASE WHEN {v} IS NULL THEN '\\xffffffff'::bytea ELSE "
+                "set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, length({v}) & 255), "
+                "1, (length({v}) >> 8) & 255), 2, (length({v}) >> 16) & 255), 3, (length({v}) >> 24) & 255) "
+                "|| {v} END"
+            ).format(v=value)
+        )
+    return sql.SQL(" || ").join(parts)
+
+
+def _copy_rows(cur: psycopg.Cursor, query: sql.Composable, params: list[Any], types: list[str]) -> Iterator[tuple]:
+    """The rows of ``query`` through binary COPY (the least work per row on both sides)."""
+    bytes_loader(cur)
+    with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query), params) as copy:
+        copy.set_types(types)
+        yield from copy.rows()
+
+
+class _ParallelVerify:
+    """A verification of every thread of a generation: the tables' block ranges, checked on the
+    caller's pool connection and up to :data:`VERIFY_WORKERS` - 1 more that share its snapshot
+    (``pg_export_snapshot``), so a row another member's backup updates meanwhile is checked once, as
+    it was. Progress is reported from the caller's thread only (a page's widgets live there)."""
+
+    def __init__(self, upkeep: GenerationUpkeep, generation: int, report: Callable[[float], None]) -> None:
+        self._upkeep = upkeep
+        self._generation = generation
+        self._report = report
+        self._parts: list[tuple[str, tuple[int, int | None]]] = []
+        self._weights: list[int] = []
+        self._next = 0
+        self._finished = 0
+        self._done_blocks = 0
+        self._total_blocks = 1
+        self._changed = threading.Condition()
+        self._checked = 0
+        self._damaged: list[tuple[str, str]] = []
+        self._failure: BaseException | None = None
+
+    def run(self) -> tuple[int, list[tuple[str, str]]]:
+        pool = self._upkeep._place.pool
+        with pool_connection(pool) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    row = cur.execute("SELECT pg_export_snapshot()").fetchone()
+                    snapshot = str(row[0]) if row else ""
+                    self._plan(cur)
+                    helpers = [
+                        threading.Thread(target=self._helper, args=(snapshot,), name="verify", daemon=True)
+                        for _ in range(min(VERIFY_WORKERS, pool.max_size - 1) - 1)
+                    ]
+                    for helper in helpers:
+                        helper.start()
+                    try:
+                        self._work(cur, report=True)
+                        # the helpers' last ranges (the snapshot they imported lives with this transaction)
+                        with self._changed:
+                            while self._finished < len(self._parts) and self._failure is None:
+                                self._changed.wait(1.0)
+                                self._report(self._done_blocks / self._total_blocks)
+                    finally:
+                        with self._changed:
+                            if self._failure is None and self._finished < len(self._parts):
+                                self._failure = RuntimeError("verification interrupted")
+                        for helper in helpers:
+                            helper.join()
+            finally:
+                conn.isolation_level = None
+        if self._failure is not None:
+            raise self._failure
+        self._damaged.sort()
+        return self._checked, self._damaged
+
+    def _plan(self, cur: psycopg.Cursor) -> None:
+        """Cut every table into ranges of :data:`VERIFY_BLOCKS` blocks (the last one open-ended: rows
+        the snapshot sees are in blocks that existed when it was taken)."""
+        for table in TABLES:
+            row = cur.execute(
+                "SELECT pg_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass) / "
+                "current_setting('block_size')::bigint",
+                (self._upkeep._place.schema, table),
+            ).fetchone()
+            blocks = int(row[0]) if row else 0
+            first = 0
+            while first + VERIFY_BLOCKS < blocks:
+                self._parts.append((table, (first, first + VERIFY_BLOCKS)))
+                self._weights.append(VERIFY_BLOCKS)
+                first += VERIFY_BLOCKS
+            self._parts.append((table, (first, None)))
+            self._weights.append(max(1, blocks - first))
+        self._total_blocks = sum(self._weights)
+
+    def _helper(self, snapshot: str) -> None:
+        pool = self._upkeep._place.pool
+        try:
+            conn = pool.getconn(timeout=1.0)
+        except PoolTimeout:
+            return  # the pool is busy: the caller's connection checks every range
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                self._work(cur, report=False)
+        except BaseException as exc:  # noqa: BLE001 - raised by run(), in the caller's thread
+            with self._changed:
+                self._failure = self._failure or exc
+                self._changed.notify_all()
+        finally:
+            conn.isolation_level = None
+            pool.putconn(conn)
+
+    def _work(self, cur: psycopg.Cursor, *, report: bool) -> None:
+        while True:
+            with self._changed:
+                if self._failure is not None or self._next >= len(self._parts):
+                    return
+                index = self._next
+                self._next += 1
+            table, blocks = self._parts[index]
+            n, bad = self._upkeep._verify_part(cur, table, self._generation, None, blocks)
+            with self._changed:
+                self._checked += n
+                self._damaged += bad
+                self._done_blocks += self._weights[index]
+                self._finished += 1
+                fraction = self._done_blocks / self._total_blocks
+                self._changed.notify_all()
+            if report:
+                self._report(fraction)
+
+
+__all__ = ["LOAD_TRIGGERS", "MAX_RUNS", "VERIFY_BLOCKS", "VERIFY_WORKERS", "GenerationUpkeep", "KeptGenerations"]
