@@ -6,6 +6,7 @@ import time
 import streamlit as st
 
 from dashboard import tables, ui, views
+from dashboard.views.generations import PICK_LIMIT, generation_threads
 
 runtime = ui.page_setup(
     "Restore",
@@ -37,25 +38,28 @@ def _restore(req: dict) -> bool:
         return False
     bar = st.progress(0.0, text="Checking the generation…")
     phases: list[str] = []
+    done: list[str] = []
 
     def progress(phase: str, fraction: float, detail: str) -> None:
         phases.append(f"{phase}: {detail}")
+        if phase == "done":
+            done.append(detail)  # shown once this page's own check below is over too
+            return
         bar.progress(min(max(fraction, 0.0), 1.0), text=f"**{phase.capitalize()}** · {detail}")
 
     started = time.monotonic()
+    mismatched: list[str] = []
     with ui.reporting("Restore", runtime) as outcome:
         result = saver.restore(generation, thread_id=thread_id, progress=progress)
-        # the check is cheap: one thread's rows, or the two generations' totals (kept with them)
         if thread_id is not None:
+            # one thread: its checkpoints then and now (two indexed reads); a restore of every thread
+            # commits the generation's own rows, and its totals are the generation's
             then = saver.store.thread_counts(generation, thread_id)
             now = saver.store.thread_counts(None, thread_id)
             mismatched = [thread_id] if then != now else []
-        else:
-            then_gen, now_gen = saver.store.get_generation(generation), saver.store.get_generation(result.generation)
-            same = (then_gen.threads, then_gen.checkpoints) == (now_gen.threads, now_gen.checkpoints)
-            mismatched = [] if same else [f"{now_gen.threads:,} threads / {now_gen.checkpoints:,} checkpoints now"]
     if outcome.failed:
         return False
+    bar.progress(1.0, text=f"**Done** · {done[-1] if done else 'restored'}")
     took = time.monotonic() - started
     st.session_state.restore_result = {"result": result, "mismatched": mismatched, "phases": phases, "took": took}
     scope = f"thread {thread_id}" if thread_id else "all threads"
@@ -164,18 +168,37 @@ generation = pick.selectbox("Generation", list(gens["generation"]), format_func=
 scope = scope_col.radio("Restore", ["All threads", "One thread"], horizontal=True, key="restore_scope")
 thread_id = None
 if scope == "One thread":
-    in_gen: list[str] = []
+    # PostgreSQL searches and pages the generation's threads: no thread's checkpoints are read to list them
+    query = thread_col.text_input(
+        "Search the generation's threads", key="restore_thread_query", placeholder="title, message text or id"
+    )
     names: dict[str, str] = {}
+    matching = 0
     with ui.reporting("Reading the generation's threads", runtime):
-        in_gen = sorted(saver.store.thread_counts(int(generation)))
-        names = views.thread_titles(saver, in_gen)
+        names, matching = generation_threads(saver, int(generation), query)
+    picked = st.session_state.get("restore_thread")
+    if picked is not None and picked not in names:
+        # a pick stays picked while the search changes, as long as the generation holds it
+        with ui.reporting("Reading the generation's threads", runtime):
+            if saver.store.has_thread(int(generation), picked):
+                names[picked] = ""
+        if picked not in names:
+            st.session_state.pop("restore_thread", None)
     thread_id = thread_col.selectbox(
-        "Thread (type to search titles and ids)",
-        in_gen,
+        "Thread",
+        list(names),
         index=None,
         format_func=lambda t: f"{names[t]} · {t}" if names.get(t) else t,
         placeholder="Pick a thread of this generation",
         key="restore_thread",
+    )
+    shown = min(matching, PICK_LIMIT)
+    thread_col.caption(
+        f"{ui.plural(matching, 'thread')} of generation {generation} match"
+        + (f": the {shown:,} most recently updated are listed, search to narrow" if matching > shown else "")
+        if query.strip()
+        else f"{ui.plural(matching, 'thread')} in generation {generation}"
+        + (f": the {shown:,} most recently updated are listed, search for the others" if matching > shown else "")
     )
 
 preview = None

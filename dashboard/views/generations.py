@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: seconds the preview waits for each member's list of pending threads
 PENDING_TIMEOUT = 5.0
+#: threads the one-thread restore picker lists at a time (a search narrows them)
+PICK_LIMIT = 100
 
 GENERATION_COLUMNS = [
     "generation",
@@ -53,6 +55,25 @@ def generations_frame(saver: HybridSaver, limit: int | None = None) -> pd.DataFr
     df["taken_at"] = pd.to_datetime(df["taken_at"], utc=True)
     df["restored_from"] = df["restored_from"].astype("Int64")
     return df
+
+
+def generation_threads(
+    saver: HybridSaver, generation: int, query: str = "", limit: int = PICK_LIMIT
+) -> tuple[dict[str, str], int]:
+    """Threads of ``generation`` for a picker, searched and paged by PostgreSQL (no thread's
+    checkpoints are read): thread id -> title ("" when it has none), most recently updated first,
+    and how many match ``query`` (title, message text or id). A query that is the id of a thread the
+    generation holds always lists that thread.
+
+    Raises:
+        psycopg.Error, PoolTimeout: PostgreSQL cannot answer.
+    """
+    rows, total = saver.store.directory.generation_threads(generation, query=query, limit=limit)
+    found = {r["thread_id"]: r["title"] or "" for r in rows}
+    text = query.strip()
+    if text and text not in found and saver.store.has_thread(generation, text):
+        found = {text: "", **found}
+    return found, max(total, len(found))
 
 
 @dataclass
@@ -172,10 +193,12 @@ def preview_summary(preview_df: pd.DataFrame) -> dict[str, int]:
 __all__ = [
     "GENERATION_COLUMNS",
     "PENDING_TIMEOUT",
+    "PICK_LIMIT",
     "PREVIEW_COLUMNS",
     "FleetCounts",
     "current_thread_counts",
     "fleet_counts",
+    "generation_threads",
     "generations_frame",
     "preview_summary",
     "restore_preview",

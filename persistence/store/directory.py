@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from persistence.db import pool_connection
+from persistence.store.rows import live_at
 from persistence.store.schema import dec, enc
 
 if TYPE_CHECKING:
@@ -112,6 +113,43 @@ class ThreadDirectory:
             row["thread_id"] = dec(row["thread_id"])
             if row["newest_checkpoint"] is not None:
                 row["newest_checkpoint"] = dec(row["newest_checkpoint"])
+        return rows, total
+
+    def generation_threads(
+        self, generation: int, *, query: str = "", offset: int = 0, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the threads of ``generation`` (its summaries), searched, sorted (most recently
+        updated first) and counted by PostgreSQL: a thread picker that reads no thread's checkpoints.
+
+        ``query`` matches the title and the message text (any case) and the thread id. Returns (rows,
+        total matching); each row has ``thread_id``, ``title``, ``checkpoints`` and ``updated_at`` as of
+        that generation.
+        """
+        where, params = live_at(generation)
+        text = query.strip()
+        if text:
+            if "\x00" in text:  # no title or text holds a NUL (PostgreSQL text cannot): ids only
+                where = sql.SQL("{} AND position(%s IN thread_id) > 0").format(where)
+                params = [*params, enc(text)]
+            else:
+                pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                where = sql.SQL("{} AND (title ILIKE %s OR content ILIKE %s OR position(%s IN thread_id) > 0)").format(
+                    where
+                )
+                params = [*params, pattern, pattern, enc(text)]
+        base = sql.SQL("FROM {s}.summaries WHERE {w}").format(s=self._s, w=where)
+        with pool_connection(self._place.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
+            total = int(cur.fetchone()["n"])  # type: ignore[index]
+            cur.execute(
+                sql.SQL("SELECT thread_id, title, checkpoints, updated_at ")
+                + base
+                + sql.SQL(" ORDER BY updated_at DESC NULLS LAST, thread_id OFFSET %s LIMIT %s"),
+                [*params, max(0, int(offset)), max(0, int(limit))],
+            )
+            rows = cur.fetchall()
+        for row in rows:
+            row["thread_id"] = dec(row["thread_id"])
         return rows, total
 
     def backed_up(self, thread_id: str) -> tuple[int, datetime] | None:
