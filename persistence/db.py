@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import select
 import threading
 import time
 import warnings
@@ -40,6 +41,11 @@ POOL_TIMEOUT = 5.0
 POOL_PROBE_AFTER = 0.5
 #: seconds a server found down stays "down" for the next requests (they do not wait to probe again)
 DOWN_MEMO = 1.0
+#: ... when the probe failed at once (connection refused, no socket: a server stopped or restarting,
+#: which answers again any moment and costs nothing to probe): only a burst of requests shares it
+REFUSED_MEMO = 0.1
+#: a probe that failed within this many seconds failed "at once"
+REFUSED_WITHIN = 0.2
 
 #: what the saver's own sessions run with, whatever the role or the database sets: a role's
 #: ``statement_timeout`` would cut a big backup (and the final one at ``close()``), an idle timeout
@@ -54,7 +60,7 @@ _SET_SESSION = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name
 #: the errors that mean "PostgreSQL cannot be reached now" (retry later), as opposed to a refusal
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
 
-#: url -> (when, why) of the last direct check that found the server down
+#: url -> (until when, why) of the last direct check that found the server down
 _down: dict[str, tuple[float, str]] = {}
 #: url -> when a direct check last found the server up (while the pool had no connection to give)
 _up: dict[str, float] = {}
@@ -164,9 +170,9 @@ def connect_session(url: str, purpose: str, timeout: int = CONNECT_TIMEOUT, **op
 
 
 def _remembered_down(url: str) -> str | None:
-    """Why the server of ``url`` was found down, if that was less than :data:`DOWN_MEMO` seconds ago."""
+    """Why the server of ``url`` was found down, if that is still remembered (:data:`DOWN_MEMO`)."""
     down = _down.get(url)
-    return down[1] if down is not None and time.monotonic() - down[0] < DOWN_MEMO else None
+    return down[1] if down is not None and time.monotonic() < down[0] else None
 
 
 def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection | None:
@@ -187,6 +193,16 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
     url = pool.conninfo
     try:
         conn = pool.getconn(timeout=0.05 if _remembered_down(url) else POOL_PROBE_AFTER)
+        for _ in range(pool.max_size):
+            if not _ended_by_server(conn):
+                break
+            # a restart (or pg_terminate_backend) ended this idle connection: the pool drops it (and
+            # connects anew at once) instead of handing it to a backup that would fail on it; a server
+            # remembered down has been restarted since
+            conn.close()
+            pool.putconn(conn)
+            _down.pop(url, None)
+            conn = pool.getconn(timeout=POOL_PROBE_AFTER)
     except PoolTimeout:
         with _probe_lock:
             down = _remembered_down(url)
@@ -194,10 +210,13 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
                 raise DatabaseUnavailable(down) from None
             checked = _up.get(url)
             if checked is None or time.monotonic() - checked >= DOWN_MEMO:
+                probed = time.monotonic()
                 try:
                     check_connection(url, timeout=2)
                 except DatabaseUnavailable as exc:
-                    _down[url] = (time.monotonic(), str(exc))
+                    now = time.monotonic()
+                    memo = REFUSED_MEMO if now - probed < REFUSED_WITHIN else DOWN_MEMO
+                    _down[url] = (now + memo, str(exc))
                     raise
                 _down.pop(url, None)
                 _up[url] = time.monotonic()
@@ -205,6 +224,19 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
         return pool.getconn() if wait_if_busy else None
     _down.pop(url, None)
     return conn
+
+
+def _ended_by_server(conn: psycopg.Connection) -> bool:
+    """The server ended this idle pool connection: its socket has something to read (the server's
+    last error, or the end of the stream), which an idle connection nothing listens on never has.
+    No round trip: a zero-timeout poll of the socket."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def ensure_pool_serves(pool: ConnectionPool) -> None:

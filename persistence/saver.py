@@ -361,7 +361,7 @@ class HybridSaver(CacheCheckpointer):
         return self._attachment.loaded_generation
 
     def wait_warm(self, timeout: float | None = None) -> bool:
-        """Wait for the warm start running in the background (with a budget); True when it is done."""
+        """Wait for the warm start running in the background; True when it is done."""
         return self._ownership.wait_warm(timeout)
 
     def close(self) -> None:

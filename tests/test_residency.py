@@ -17,6 +17,8 @@ from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
 from persistence import DatabaseUnavailable, HybridSaver
 from persistence.config import ConfigError, parse_bytes, saver_settings
+from persistence.fleet.membership import Membership
+from persistence.ops import attach
 
 pytestmark = pytest.mark.all_postgres
 
@@ -109,6 +111,45 @@ def test_a_start_loads_half_the_budget_and_serves_at_once(open_saver: Callable[.
     rows, total = saver.store.directory.thread_page(limit=10)
     assert total == 60 and len(rows) == 10
     assert opened < 10
+
+
+def test_a_lone_member_without_a_budget_serves_before_the_whole_store_is_in(
+    open_saver: Callable[..., HybridSaver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone and without a budget, a start loads its most recent threads (WARM_FIRST_BYTES of them)
+    and the rest in the background: the start returns, and serves every thread, while the rest are
+    still loading; memory holds the whole store (``complete``) only once all of them are in."""
+    seed = open_saver()
+    _fill(seed, 60)
+    one_thread = seed.store.directory.thread_page(limit=1)[0][0]["bytes"]
+    seed.close()
+    monkeypatch.setattr(attach, "WARM_FIRST_BYTES", 10 * one_thread + 1)
+    hold = threading.Event()
+    whole_store_read = Membership.warm_candidates
+
+    def candidates(self: Membership, limit_bytes: int | None, limit_threads: int = 1_000_000) -> list[str]:
+        if limit_bytes is None:  # the background's read of every free thread waits for the test
+            assert hold.wait(60)
+        return whole_store_read(self, limit_bytes, limit_threads)
+
+    monkeypatch.setattr(Membership, "warm_candidates", candidates)
+    opened: list[HybridSaver] = []
+    starting = threading.Thread(target=lambda: opened.append(open_saver()))
+    starting.start()
+    starting.join(30)
+    assert opened, "the start waited for the whole store"
+    saver = opened[0]
+    resident = set(saver.cache.residency.entries)
+    assert 5 <= len(resident) <= 11 and "c59" in resident and "c0" not in resident
+    assert not saver.cache.complete
+    graph = build_graph(saver, OfflineResponder())
+    assert chat_turn(graph, "c0", "what is my name?") == "Your name is C0-1."  # cold: loaded on use
+    assert chat_turn(graph, "new", "my name is Neo").startswith("Got it: your name is Neo.")
+    hold.set()
+    assert saver.wait_warm(30)
+    assert set(saver.cache.residency.entries) >= {f"c{i}" for i in range(60)}
+    assert saver.cache.complete
+    assert saver.stats().threads == 61
 
 
 def test_one_load_for_many_callers_and_other_threads_never_wait(

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: threads loaded per query by the warm start
 WARM_BATCH = 500
+#: a lone member without a budget loads this many stored bytes of its most recent threads before it
+#: serves, the rest in the background (a start never waits for the whole store)
+WARM_FIRST_BYTES = 32 * 1024 * 1024
 #: seconds a claim waits for one answer from a thread's owner before it claims again
 ASK_EVERY = 0.5
 
@@ -340,37 +343,56 @@ class Ownership:
         """Memory holds the whole store when there is no budget and no other live member."""
         self._cache.complete = not self.others_alive()
 
-    def warm(self) -> int:
+    def warm(self, first: int | None = None) -> int:
         """Load the most recently updated free threads until half the budget is used (all of them
-        without a budget). Returns how many threads were loaded."""
+        without a budget), or until ``first`` stored bytes are loaded. Returns how many threads were
+        loaded."""
         half = None if self._budget is None else self._budget // 2
+        limit = half if first is None else first if half is None else min(first, half)
         res = self._cache.residency
         loaded = 0
-        candidates = self._membership.warm_candidates(half)
+        candidates = self._membership.warm_candidates(limit)
         for start in range(0, len(candidates), WARM_BATCH):
-            if self._closed() or (half is not None and res.resident_bytes >= half):
+            if self._closed() or (limit is not None and res.resident_bytes >= limit):
                 break
             loaded += res.load_many(candidates[start : start + WARM_BATCH], self._grant_and_load)
         return loaded
+
+    def _holds_every_free_thread(self) -> bool:
+        """Every thread of the store that no live member holds is resident here (read again: a
+        thread written meanwhile by a member that came and went is not in memory)."""
+        entries = self._cache.entries
+        return all(t in entries for t in self._membership.warm_candidates(None))
 
     def _grant_and_load(self, thread_ids: Sequence[str]) -> tuple[Snapshot, dict[str, int | None]]:
         tokens = self.claim(thread_ids, wait=False)
         return self._store.load_threads(list(tokens)), dict(tokens)
 
     def warm_in_background(self) -> None:
+        """Warm start in a thread of its own; a member without a budget then knows it holds the whole
+        store (``cache.complete``) once every free thread is in and no other member is alive."""
+
         def run() -> None:
+            started = time.perf_counter()
             try:
-                self.warm()
-                if self._budget is None:
-                    self.refresh_complete()
+                loaded = self.warm()
+                if self._budget is None and not self._closed():
+                    self._cache.complete = self._holds_every_free_thread() and not self.others_alive()
             except Exception as exc:  # noqa: BLE001 - threads load on demand anyway
                 logger.warning("warm start stopped: %s", self._link.scrub(f"{type(exc).__name__}: {exc}"))
+                return
+            if loaded:
+                logger.info(
+                    "warm start: %s more threads loaded in the background in %.1f s",
+                    loaded,
+                    time.perf_counter() - started,
+                )
 
         self._warming = threading.Thread(target=run, name="hybrid-saver-warm", daemon=True)
         self._warming.start()
 
     def wait_warm(self, timeout: float | None = None) -> bool:
-        """Wait for the warm start running in the background (with a budget); True when it is done."""
+        """Wait for the warm start running in the background; True when it is done."""
         warming = self._warming
         if warming is not None:
             warming.join(timeout)

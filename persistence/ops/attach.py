@@ -14,7 +14,7 @@ from persistence.errors import DatabaseUnavailable
 from persistence.fleet import remote
 from persistence.fleet.membership import Membership
 from persistence.fleet.messenger import Messenger
-from persistence.fleet.ownership import Ownership
+from persistence.fleet.ownership import WARM_FIRST_BYTES, Ownership
 from persistence.memory import MemoryCache
 from persistence.ops.recovery import Recovery
 from persistence.ops.settings import Settings
@@ -87,12 +87,12 @@ class Attachment:
             ownership.resolve_provisional(wait=bool(self.recovered))
             # a member joining a live fleet does not warm-load: it cannot hold the whole store (the others
             # serve part of it), and loading the free threads would take them from whoever serves them next;
-            # it claims each thread when it is used
-            if self._budget is None and self._warm and not ownership.others_alive():
-                ownership.warm()
-                ownership.refresh_complete()
-            else:
-                self._cache.complete = False
+            # it claims each thread when it is used. Alone and without a budget it loads its most recent
+            # threads now and the rest in the background: until then a thread not in memory loads on use.
+            self._cache.complete = False
+            lone = self._budget is None and self._warm and not ownership.others_alive()
+            if lone:
+                ownership.warm(first=WARM_FIRST_BYTES)
         except DB_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"Cannot set up the backup store on {describe_url(link.conninfo)}: "
@@ -107,7 +107,7 @@ class Attachment:
         link.attached = True
         link.attach_error = None
         link.mark_failed(False)
-        if self._budget is not None and self._warm:
+        if self._warm and (self._budget is not None or lone):
             ownership.warm_in_background()
         if self._handler is not None:
             self._messenger.listen(store, self._handler)
