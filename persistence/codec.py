@@ -43,9 +43,10 @@ DELTA = "zd:"
 MIN_ENCODE = 8 * 1024
 #: zstd level (3 is zstd's default: ~0.1 ms per 200 kB version against its base)
 LEVEL = 3
-#: bytes of decoded versions kept for the next read (the newest versions and the bases of the next
-#: ones, least recently used out first); a saver with a budget keeps an eighth of it at most
-CACHE_BYTES = 16 * 1024 * 1024
+#: bytes of other decoded versions kept for the next reads (older versions read by time travel, least
+#: recently used out first); a saver with a budget keeps an eighth of it at most. The newest version of
+#: each chain and the versions later ones will be encoded against are kept apart (see :class:`Blobs`)
+CACHE_BYTES = 4 * 1024 * 1024
 
 Key = tuple[Any, ...]
 Typed = tuple[str, bytes]
@@ -64,6 +65,13 @@ def _eligible(value: Typed) -> bool:
     return len(data) >= MIN_ENCODE and "+" not in tag and not is_encoded(tag) and tag != "empty"
 
 
+def _future_base(index: int, length: int) -> bool:
+    """Version ``index`` of a chain of ``length`` versions is the base of a version still to come:
+    version ``m`` has base ``m & (m - 1)``, so ``index`` is one for ``m = index + 2**j`` with ``2**j``
+    below its lowest set bit; 0 is the base of every power of two."""
+    return index == 0 or index + ((index & -index) >> 1) >= length
+
+
 def _header(base_version: Any, base: bytes) -> bytes:
     ver = json.dumps(base_version).encode()
     return len(ver).to_bytes(2, "big") + ver + zlib.crc32(base).to_bytes(4, "big")
@@ -79,15 +87,26 @@ def _split(data: bytes) -> tuple[Any, int, bytes]:
 class Blobs(dict):  # type: ignore[type-arg]
     """The blob dict ``(thread_id, ns, channel, version) -> (type, bytes)``, encoded inside (see the module).
 
-    Plain ``dict`` operations other than ``[]``, ``get`` and assignment see the encoded values. Every
-    thread's chains are known only to the process that wrote them: a thread loaded again starts a
-    new chain at its next version (one root frame).
+    Plain ``dict`` operations other than ``[]``, ``get`` and assignment see the encoded values. A
+    thread loaded again (after an eviction, a restart, a handoff) goes on with its chains where the
+    stored values end them (:meth:`resume`), so its next version is still a delta.
+
+    Decoded versions are kept two ways. The *hot* ones: the newest version of each chain (what the
+    next read wants) and the versions a later one will be encoded against (about log2(n) of them,
+    which also shorten the decoding of any newer version), while they are that; they belong to their
+    thread and go with it (``hot_bytes``). The others read lately (time travel) are in an LRU of
+    ``cache_bytes``.
     """
 
     def __init__(self, *args: Any, cache_bytes: int = CACHE_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (thread_id, ns, channel) -> the versions of its chain, in the order they were put
         self._chains: dict[tuple[Any, ...], list[Any]] = {}
+        #: (thread_id, ns, channel) -> version -> its index in the chain
+        self._index: dict[tuple[Any, ...], dict[Any, int]] = {}
+        #: (thread_id, ns, channel) -> version -> decoded bytes of its hot versions
+        self._hot: dict[tuple[Any, ...], dict[Any, bytes]] = {}
+        self._hot_bytes = 0
         self._decoded: OrderedDict[Key, bytes] = OrderedDict()
         self._decoded_bytes = 0
         self.cache_bytes = cache_bytes
@@ -110,11 +129,15 @@ class Blobs(dict):  # type: ignore[type-arg]
         return dict.pop(self, key, *default)
 
     def _drop_decoded(self, key: Key) -> None:
-        if key in self._decoded:
+        hot = self._hot.get(key[:3])
+        if key in self._decoded or (hot is not None and key[3] in hot):
             with self._cache_lock:
                 data = self._decoded.pop(key, None)
                 if data is not None:
                     self._decoded_bytes -= len(data)
+                data = hot.pop(key[3], None) if hot is not None else None
+                if data is not None:
+                    self._hot_bytes -= len(data)
 
     def _encode(self, key: Key, value: Typed) -> Typed:
         tag, data = value
@@ -131,10 +154,14 @@ class Blobs(dict):  # type: ignore[type-arg]
                 encoded = (DELTA + tag, _header(base_key[3], base) + frame)
         if encoded is None:
             chain = self._chains[chain_key] = []
+            self._index[chain_key] = {}
             encoded = (ROOT + tag, compress(data, level=LEVEL))
         assert chain is not None
+        self._index[chain_key][key[3]] = len(chain)
         chain.append(key[3])
-        self._remember(key, data)
+        with self._cache_lock:
+            self._cool(chain_key, newest=key)
+            self._keep_hot(key, data)
         if len(encoded[1]) >= len(data):  # incompressible: keep it whole (still a valid base)
             return value
         return encoded
@@ -166,6 +193,11 @@ class Blobs(dict):  # type: ignore[type-arg]
 
     def _inner(self, key: Key, value: Typed | None = None) -> bytes:
         """The bytes LangGraph's serde wrote for ``key`` (decoding its chain of bases)."""
+        hot = self._hot.get(key[:3])
+        if hot is not None:
+            data = hot.get(key[3])
+            if data is not None:
+                return data
         cached = self._decoded.get(key)
         if cached is not None:
             with self._cache_lock:
@@ -194,6 +226,14 @@ class Blobs(dict):  # type: ignore[type-arg]
         return out
 
     def _remember(self, key: Key, data: bytes) -> None:
+        chain_key = key[:3]
+        chain = self._chains.get(chain_key)
+        at = self._index.get(chain_key, {}).get(key[3])
+        if chain is not None and at is not None and (at == len(chain) - 1 or _future_base(at, len(chain))):
+            with self._cache_lock:
+                if dict.__contains__(self, key):
+                    self._keep_hot(key, data)
+            return
         if len(data) > self.cache_bytes:
             return
         with self._cache_lock:
@@ -207,10 +247,38 @@ class Blobs(dict):  # type: ignore[type-arg]
                 _old, dropped = cache.popitem(last=False)
                 self._decoded_bytes -= len(dropped)
 
+    def _keep_hot(self, key: Key, data: bytes) -> None:
+        """Under the cache lock."""
+        hot = self._hot.setdefault(key[:3], {})
+        if key[3] not in hot:
+            hot[key[3]] = data
+            self._hot_bytes += len(data)
+        dropped = self._decoded.pop(key, None)
+        if dropped is not None:
+            self._decoded_bytes -= len(dropped)
+
+    def _cool(self, chain_key: tuple[Any, ...], newest: Key) -> None:
+        """The chain just grew: its versions that are no longer the newest nor a base of one still to
+        come stop being hot. Under the cache lock."""
+        hot = self._hot.get(chain_key)
+        if not hot:
+            return
+        index, length = self._index[chain_key], len(self._chains[chain_key])
+        for version in [v for v in hot if v != newest[3]]:
+            at = index.get(version)
+            if at is None or (at != length - 1 and not _future_base(at, length)):
+                self._hot_bytes -= len(hot.pop(version))
+
     @property
     def decoded_bytes(self) -> int:
-        """Bytes of decoded versions kept for the next reads (on top of the encoded values)."""
-        return self._decoded_bytes
+        """Bytes of decoded versions kept for the next reads (on top of the encoded values): the hot
+        ones and the LRU."""
+        return self._hot_bytes + self._decoded_bytes
+
+    @property
+    def hot_bytes(self) -> int:
+        """Bytes of the hot decoded versions (the newest of each chain and the bases still to be used)."""
+        return self._hot_bytes
 
     # -- upkeep ---------------------------------------------------------------------------------
 
@@ -221,9 +289,12 @@ class Blobs(dict):  # type: ignore[type-arg]
             return
         for chain_key in [k for k in self._chains if k[0] in wanted]:
             del self._chains[chain_key]
+            self._index.pop(chain_key, None)
         with self._cache_lock:
             for key in [k for k in self._decoded if k[0] in wanted]:
                 self._decoded_bytes -= len(self._decoded.pop(key))
+            for chain_key in [k for k in self._hot if k[0] in wanted]:
+                self._hot_bytes -= sum(map(len, self._hot.pop(chain_key).values()))
 
     def materialize(self, keys: Iterable[Key]) -> dict[Key, Typed]:
         """The values of ``keys`` re-encoded so they need no base (before the bases they use are deleted):
@@ -242,6 +313,34 @@ class Blobs(dict):  # type: ignore[type-arg]
         """Store an encoded (or plain) value as it is."""
         self._drop_decoded(key)
         dict.__setitem__(self, key, value)
+
+    def resume(self, keys: Iterable[Key]) -> int:
+        """Go on with the chains of values just stored as they were (``store_raw``: a thread loaded
+        from the store): each channel's chain is its encoded versions since the newest root frame,
+        in version order, so the next version is encoded against one of them. Channels whose chain
+        this dict already knows stay as they are. Returns how many chains were resumed.
+
+        Any base is correct (a delta names its base and checks its CRC); the order only keeps the
+        skip-delta bound on how many frames a version decodes through."""
+        found: dict[tuple[Any, ...], list[tuple[Any, bool]]] = {}
+        for key in keys:
+            value = dict.get(self, key)
+            if value is not None and is_encoded(value[0]):
+                found.setdefault(key[:3], []).append((key[3], value[0].startswith(ROOT)))
+        resumed = 0
+        for chain_key, versions in found.items():
+            if chain_key in self._chains:
+                continue
+            try:
+                versions.sort()
+            except TypeError:  # versions of mixed types: no order to go on from
+                continue
+            roots = [i for i, (_version, root) in enumerate(versions) if root]
+            if roots:
+                chain = self._chains[chain_key] = [version for version, _root in versions[roots[-1] :]]
+                self._index[chain_key] = {version: at for at, version in enumerate(chain)}
+                resumed += 1
+        return resumed
 
     def bases(self, key: Key) -> list[Key]:
         """The chain of bases ``key`` decodes through (nearest first)."""

@@ -48,9 +48,20 @@ def test_every_version_decodes_exactly_in_bounded_steps() -> None:
         key = ("t", "", "messages", f"{i:08d}")
         assert blobs[key] == typed and blobs.get(key) == typed
         assert len(blobs.bases(key)) <= i.bit_length(), (i, blobs.bases(key))
-    # a fresh dict of the same encoded values (a reload from the store) decodes them too
+    # kept decoded: the newest version and the bases of versions still to come (the chain starts at the
+    # first version of 8 KiB; of its 381 versions, #0 and #256 are bases of later ones, #380 is the newest)
+    first = min(int(k[3]) for k in blobs if blobs.raw(k)[0].startswith(ROOT))
+    hot = {int(k[3]) for k in blobs if blobs._hot.get(k[:3], {}).get(k[3]) is not None}
+    assert 400 - first == 381 and hot == {first, first + 256, 399}, (first, sorted(hot))
+    assert blobs.hot_bytes == sum(len(versions[v][1]) for v in hot)
+    # a fresh dict of the same encoded values (a reload from the store) decodes them too, and goes on
+    # with the chain: the next version is a delta against the base the skip-delta rule names
     reloaded = Blobs({k: blobs.raw(k) for k in blobs})
     assert reloaded.plain() == {("t", "", "messages", f"{i:08d}"): v for i, v in enumerate(versions)}
+    assert reloaded.resume(list(reloaded)) == 1
+    reloaded[("t", "", "messages", f"{400:08d}")] = _versions(401)[-1]
+    # chain index 381: its base is #380 (version 399), not a new root
+    assert reloaded.bases(("t", "", "messages", f"{400:08d}"))[0] == ("t", "", "messages", f"{399:08d}")
 
 
 def test_a_base_with_other_content_is_refused_not_misread() -> None:
@@ -134,12 +145,21 @@ def test_long_thread_costs_a_fraction_and_round_trips(open_saver: Callable[..., 
     saver.close()
     reopened = open_saver()
     assert _history(build_graph(reopened, OfflineResponder()), "long") == before
-    # what a turn adds to the next backup: about the turn, not the conversation
+    # what a turn adds to the next backup: about the turn, not the conversation, also right after a
+    # reload (the thread goes on with its chains: the new versions are deltas, not new roots)
     graph = build_graph(reopened, OfflineResponder())
+    reopened.get_tuple({"configurable": {"thread_id": "long"}})  # loaded as stored
+    loaded = set(reopened.cache.blobs)
     chat_turn(graph, "long", "one more")
     chat_turn(graph, "long", "and another")
+    new = [k for k in reopened.cache.blobs if k not in loaded and k[2] == "messages"]
+    assert len(new) == 4 and all(reopened.cache.blobs.raw(k)[0].startswith(DELTA) for k in new)
     run = reopened.backup()
-    assert run.ok and run.bytes < 60_000, run.bytes
+    print(f"two turns after a reload: {run.bytes:,} B")
+    assert run.ok and run.bytes < 12_000, run.bytes
+    # the decoded versions kept for the next reads are counted in the resident bytes
+    stats, decoded = reopened.stats(), reopened.cache.blobs.decoded_bytes
+    assert decoded > 0 and stats.resident_bytes >= decoded + reopened.cache.residency.resident_bytes
 
 
 def test_prune_keeps_what_the_kept_versions_decode_through(open_saver: Callable[..., HybridSaver]) -> None:

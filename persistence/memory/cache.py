@@ -42,10 +42,11 @@ class Pressure(Protocol):
 
 
 def decode_cache_bytes(budget: int | None) -> int:
-    """Decoded versions kept for the next reads: 16 MB, at most an eighth of a budget (256 KiB at least)."""
+    """Decoded versions kept for the next reads: :data:`~persistence.codec.CACHE_BYTES`, at most an
+    eighth of a budget (counted in it)."""
     if budget is None:
         return CACHE_BYTES
-    return max(256 * 1024, min(CACHE_BYTES, budget // 8))
+    return min(CACHE_BYTES, budget // 8)
 
 
 class MemoryCache:

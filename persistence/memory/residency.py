@@ -7,7 +7,11 @@ other threads never wait for it. When the resident bytes pass the budget, the le
 threads with no pending change are evicted; what is dropped is exactly what PostgreSQL holds.
 
 How bytes are counted: the length of every stored payload (checkpoint, metadata, channel value,
-write value) plus :data:`ENTRY_OVERHEAD` per entry for its keys and containers.
+write value; channel values as encoded, see :mod:`persistence.codec`) plus :data:`ENTRY_OVERHEAD`
+per entry for its keys and containers, and the decoded versions the blob dict keeps: the hot ones
+(the newest version of each chain and the bases still to be used) count with the threads, and the
+LRU of other decoded versions is bounded on its own (``blobs.cache_bytes``, an eighth of a budget at
+most), so the threads get the rest of the budget: the two together stay under it.
 
 Pending changes are tracked by epoch: a change made while ``epoch == n`` is in the backup whose
 cut is ``n``; once that backup committed (``committed >= n``) the thread is clean again.
@@ -114,6 +118,8 @@ class Residency:
         self.blobs = blobs
         self.lock = lock
         self.budget = budget
+        #: what the threads may take: the budget less what the decoded versions may
+        self.room = None if budget is None else budget - min(getattr(blobs, "cache_bytes", 0), budget // 8)
         self.loader = loader
         #: called (outside the lock) when evicting clean threads cannot bring memory under the budget
         self.relieve = relieve
@@ -256,6 +262,7 @@ class Residency:
                 self.blobs.store_raw(key, value)
                 entry.blob_keys.add(key)
                 size += blob_size(value)
+        self.blobs.resume(entry.blob_keys)
         entry.bytes = size + ENTRY_OVERHEAD
         self.resident_bytes += entry.bytes
         self.entries[thread_id] = entry
@@ -297,7 +304,7 @@ class Residency:
         with self.lock:
             return ResidencyStats(
                 resident_threads=len(self.entries),
-                resident_bytes=self.resident_bytes,
+                resident_bytes=self.resident_bytes + getattr(self.blobs, "decoded_bytes", 0),
                 dirty_bytes=self.dirty_bytes,
                 memory_budget=self.budget,
                 hits=self.hits,
@@ -310,29 +317,33 @@ class Residency:
     def _make_room(self, size: int) -> None:
         """Before a load: evict until ``size`` more bytes fit; when only threads that cannot be
         evicted are left, let ``relieve`` back them up first (the loader waits for it)."""
-        if self.budget is None:
+        if self.room is None:
             return
         for attempt in range(2):
             with self.lock:
-                if self.resident_bytes + size > self.budget:
-                    self.trim(target=self.budget - size)
-                if self.resident_bytes + size <= self.budget or attempt or self.relieve is None:
+                if self.used() + size > self.room:
+                    self.trim(target=self.room - size)
+                if self.used() + size <= self.room or attempt or self.relieve is None:
                     return
             self.relieve()
 
+    def used(self) -> int:
+        """What the budget's share for threads holds: their stored bytes and their hot decoded versions."""
+        return self.resident_bytes + getattr(self.blobs, "hot_bytes", 0)
+
     def over_budget(self) -> bool:
-        return self.budget is not None and self.resident_bytes > self.budget
+        return self.room is not None and self.used() > self.room
 
     def trim(self, exclude: Sequence[str] = (), target: float | None = None) -> int:
         """Evict clean, unpinned threads, least recently used first, until the resident bytes are
         back under the budget (down to :data:`LOW_WATER` of it, or to ``target``). Returns how many went."""
-        if self.budget is None:
+        if self.room is None:
             return 0
         if target is None:
             if not self.over_budget():
                 return 0
-            target = self.budget * LOW_WATER
-        elif self.resident_bytes <= target:
+            target = self.room * LOW_WATER
+        elif self.used() <= target:
             return 0
         committed = self.committed
         candidates = sorted(
@@ -342,7 +353,7 @@ class Residency:
         )
         evicted = 0
         for _used, tid in candidates:
-            if self.resident_bytes <= target:
+            if self.used() <= target:
                 break
             self.evict(tid)
             evicted += 1
