@@ -5,14 +5,13 @@ down (it refuses requests: not ready) and comes back; a closed saver is down."""
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers.app import ExampleApp
-from helpers.pg import PrivateServer
+from helpers.pg import PrivateServer, stoppable_server
 from langchain_core.messages import AIMessage
 from langgraph.graph import START, MessagesState, StateGraph
 
@@ -20,33 +19,9 @@ from persistence import HybridSaver
 from persistence.ops.health import Health
 
 INTERVAL = 0.2
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
-    srv = PrivateServer("hs-health-")
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture
-def url(server: PrivateServer) -> Iterator[str]:
-    if not server.running:
-        server.start()
-    yield server.create_database(f"health{next(_names)}")
-    if not server.running:
-        server.start()
-
-
-@pytest.fixture
-def savers() -> Iterator[list[HybridSaver]]:
-    made: list[HybridSaver] = []
-    yield made
-    for saver in made:
-        saver.close()
+server, url, savers = stoppable_server("hs-health-")
 
 
 def _graph(saver: HybridSaver):

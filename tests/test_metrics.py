@@ -7,7 +7,6 @@ after ``kill -9``."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import re
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 from helpers.app import ROOT, ExampleApp, free_port
-from helpers.pg import PrivateServer
+from helpers.pg import PrivateServer, stoppable_server
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,33 +35,9 @@ OBSERVABILITY = ROOT / "examples" / "observability"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 INTERVAL = 1.0
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
-    srv = PrivateServer("hs-metrics-")
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture
-def url(server: PrivateServer) -> Iterator[str]:
-    if not server.running:
-        server.start()
-    yield server.create_database(f"metrics{next(_names)}")
-    if not server.running:
-        server.start()
-
-
-@pytest.fixture
-def savers() -> Iterator[list[HybridSaver]]:
-    made: list[HybridSaver] = []
-    yield made
-    for saver in made:
-        saver.close()
+server, url, savers = stoppable_server("hs-metrics-")
 
 
 def _scrape(*savers: HybridSaver) -> str:

@@ -7,16 +7,14 @@ database is down, written with the next run that reaches it), and catch up with 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.pg import PrivateServer
+from helpers.pg import PrivateServer, stoppable_server
 from helpers.state import all_human_texts, describe_difference, memory_state, store_state
 
 from agent import build_graph, chat_turn
@@ -26,33 +24,9 @@ from persistence import BackupRun, DatabaseUnavailable, HybridSaver
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 INTERVAL = 0.5
 OUTAGE = 8 * INTERVAL
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
-    srv = PrivateServer("hs-outage-")
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture
-def url(server: PrivateServer) -> Iterator[str]:
-    if not server.running:
-        server.start()
-    yield server.create_database(f"outage{next(_names)}")
-    if not server.running:
-        server.start()
-
-
-@pytest.fixture
-def savers() -> Iterator[list[HybridSaver]]:
-    made: list[HybridSaver] = []
-    yield made
-    for saver in made:
-        saver.close()
+server, url, savers = stoppable_server("hs-outage-")
 
 
 class Runs:

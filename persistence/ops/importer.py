@@ -26,34 +26,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
 
-from persistence.db import CONNECT_TIMEOUT, describe_url, scrub
+from persistence.db import _first_line, describe_url, scrub
 from persistence.errors import HybridSaverError
+from persistence.ops.import_plan import (
+    CONTINUED,
+    IMPORTED,
+    MISSING,
+    REFUSED,
+    REPLACED,
+    SKIPPED,
+    Inexact,
+    Plan,
+    checkpoint_runs,
+    plan_thread,
+    task_writes,
+)
+from persistence.ops.import_source import PACKAGE, Source, SourceUnreadable
 from persistence.records import BackupRun
 from persistence.store import Snapshot, Store
 
 logger = logging.getLogger(__name__)
 
-#: the package that provides ``PostgresSaver``
-PACKAGE = "langgraph-checkpoint-postgres"
-#: PostgresSaver's tables and the columns this import reads
-SOURCE_TABLES = {
-    "checkpoints": ("thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "checkpoint", "metadata"),
-    "checkpoint_blobs": ("thread_id", "checkpoint_ns", "channel", "version", "type", "blob"),
-    "checkpoint_writes": ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "task_path", "idx", "channel"),
-}
 #: checkpoints (and writes) written between two backups of the target
 DEFAULT_BATCH = 1000
 #: checkpoints read from the source at once (each carries its whole state)
@@ -61,28 +63,9 @@ DEFAULT_PAGE = 100
 #: the backup trigger the import's runs are recorded under
 TRIGGER = "import"
 
-#: what became of a thread
-IMPORTED, CONTINUED, REPLACED, SKIPPED, REFUSED, MISSING = (
-    "imported",
-    "continued",
-    "replaced",
-    "skipped",
-    "refused",
-    "missing",
-)
-
-
-class SourceUnreadable(HybridSaverError):
-    """The PostgresSaver source cannot be read: package missing, database unreachable, no tables, or
-    the source is a HybridSaver store (this one, even)."""
-
 
 class ImportFailed(HybridSaverError):
     """The target could not keep what was imported (a backup failed); run the import again."""
-
-
-class _Inexact(Exception):
-    """One thread's writes cannot be reproduced with their exact indices (that thread is refused)."""
 
 
 class ImportTarget(Protocol):
@@ -165,308 +148,6 @@ class ImportResult:
 
 
 Progress = Callable[[ImportProgress], None]
-_Key = tuple[str, str]  # (checkpoint_ns, checkpoint_id)
-
-
-def _postgres_saver() -> Any:
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        raise SourceUnreadable(
-            f"Importing from PostgresSaver needs LangGraph's PostgresSaver, which is not installed: "
-            f"pip install {PACKAGE} (or the extra: pip install 'hybrid-saver[postgres-saver]')"
-        ) from None
-    return PostgresSaver
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-class _Source:
-    """The PostgresSaver database: one connection, read-only snapshots, PostgresSaver's own reads."""
-
-    def __init__(self, url: str, schema: str | None, serde: SerializerProtocol | None, own_store: str) -> None:
-        saver_class = _postgres_saver()
-        self.url = url
-        self.own_store = own_store
-        try:
-            conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise SourceUnreadable(
-                f"The source URL is not a valid PostgreSQL connection string ({_first_line(scrub(str(exc), url))}). "
-                "Give the PostgresSaver's database as postgresql://user:password@host:5432/dbname."
-            ) from None
-        try:
-            self.conn = psycopg.connect(
-                url,
-                autocommit=True,
-                prepare_threshold=0,
-                row_factory=dict_row,
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name="hybrid-saver import",
-            )
-        except psycopg.Error as exc:
-            reason = _first_line(scrub(str(exc), url)) or type(exc).__name__
-            raise SourceUnreadable(
-                f"Cannot connect to the PostgresSaver source, {describe_url(url)}: {reason}. Check that the server "
-                "is reachable, the database exists and the credentials are right, then fix the source URL."
-            ) from None
-        try:
-            self.schema = self._check(schema)
-        except BaseException:
-            self.conn.close()
-            raise
-        self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        self.conn.read_only = True
-        self.saver = saver_class(self.conn, serde=serde)
-
-    def _check(self, schema: str | None) -> str:
-        """Point the search path at ``schema`` and find PostgresSaver's tables; return their schema."""
-        where = describe_url(self.url)
-        conn = self.conn
-        if schema is not None:
-            row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
-            if row is None:
-                raise SourceUnreadable(
-                    f"The source {where} has no schema {schema!r}; give the schema PostgresSaver's tables "
-                    "are in with --source-schema (or leave it out for the URL's default search_path)."
-                )
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        found = {}
-        for table in SOURCE_TABLES:
-            row = conn.execute(
-                "SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = to_regclass(%s)",
-                (table,),
-            ).fetchone()
-            if row is not None:
-                found[table] = row["schema"]
-        path = conn.execute("SELECT array_to_string(current_schemas(false), ', ') AS p").fetchone()["p"] or "(empty)"
-        store_id = self._hybrid_store(found["checkpoints"]) if "checkpoints" in found else None
-        if store_id is not None:
-            what = "the target store itself" if store_id == self.own_store else "a HybridSaver store"
-            raise SourceUnreadable(
-                f"Schema {found['checkpoints']!r} of the source {where} is {what}, not a PostgresSaver database: "
-                "give the database (and --source-schema) where PostgresSaver.setup() created its tables "
-                "checkpoints, checkpoint_blobs and checkpoint_writes."
-            )
-        missing = [t for t in SOURCE_TABLES if t not in found]
-        if missing:
-            raise SourceUnreadable(
-                f"The source {where} has no PostgresSaver table{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(missing)} in its search_path ({path}). Give the database PostgresSaver.setup() ran on, "
-                "and --source-schema if its tables are in another schema."
-            )
-        schemas = set(found.values())
-        if len(schemas) > 1:
-            raise SourceUnreadable(
-                f"PostgresSaver's tables of the source {where} are spread over schemas {', '.join(sorted(schemas))}; "
-                "name the one that holds all three with --source-schema."
-            )
-        (home,) = schemas
-        for table, columns in SOURCE_TABLES.items():
-            rows = conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-                (f'"{home}"."{table}"',),
-            ).fetchall()
-            lacking = [c for c in columns if c not in {r["attname"] for r in rows}]
-            if lacking:
-                raise SourceUnreadable(
-                    f"Table {home}.{table} of the source {where} lacks column(s) {', '.join(lacking)}: it was made by an "
-                    f"older PostgresSaver. Run PostgresSaver.setup() of {PACKAGE} 3.x on it once (it only adds "
-                    "columns and indexes), or give the right database."
-                )
-        return home
-
-    def _hybrid_store(self, schema: str) -> str | None:
-        """The store id of the HybridSaver store in ``schema`` ("" when unreadable), or None when it is none."""
-        row = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AS hybrid",
-            (f'"{schema}".generations', f'"{schema}".identity'),
-        ).fetchone()
-        if not row["hybrid"]:
-            return None
-        try:
-            found = self.conn.execute(
-                sql.SQL("SELECT store_id::text AS id FROM {}.identity LIMIT 1").format(sql.Identifier(schema))
-            ).fetchone()
-        except psycopg.Error:
-            return ""
-        return found["id"] if found else ""
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # -- reads ----------------------------------------------------------------------------------
-
-    def thread_ids(self) -> list[str]:
-        rows = self.conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id").fetchall()
-        return [r["thread_id"] for r in rows]
-
-    def present(self, thread_ids: Sequence[str]) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id = ANY(%s)", (list(thread_ids),)
-        ).fetchall()
-        return {r["thread_id"] for r in rows}
-
-    def count(self, thread_ids: Sequence[str] | None) -> int:
-        if thread_ids is None:
-            row = self.conn.execute("SELECT count(*) AS n FROM checkpoints").fetchone()
-        else:
-            row = self.conn.execute(
-                "SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (list(thread_ids),)
-            ).fetchone()
-        return int(row["n"])
-
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """One read-only REPEATABLE READ transaction: every read inside sees the same state."""
-        with self.conn.transaction():
-            yield
-
-    def checkpoint_keys(self, thread_id: str) -> list[tuple[str, str, str | None]]:
-        """(ns, id, parent) of every checkpoint of the thread, oldest first (in the server's order)."""
-        rows = self.conn.execute(
-            "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id FROM checkpoints WHERE thread_id = %s "
-            "ORDER BY checkpoint_id, checkpoint_ns",
-            (thread_id,),
-        ).fetchall()
-        return [(r["checkpoint_ns"], r["checkpoint_id"], r["parent_checkpoint_id"]) for r in rows]
-
-    def write_keys(self, thread_id: str) -> set[tuple[str, str, str, int]]:
-        rows = self.conn.execute(
-            "SELECT checkpoint_ns, checkpoint_id, task_id, idx FROM checkpoint_writes WHERE thread_id = %s",
-            (thread_id,),
-        ).fetchall()
-        return {(r["checkpoint_ns"], r["checkpoint_id"], r["task_id"], r["idx"]) for r in rows}
-
-    def page(self, thread_id: str, before: str | None, limit: int) -> list[Any]:
-        """The ``limit`` newest checkpoint tuples older than ``before`` (all namespaces), as PostgresSaver lists them."""
-        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        bound: RunnableConfig | None = {"configurable": {"checkpoint_id": before}} if before is not None else None
-        return list(self.saver.list(config, before=bound, limit=limit))
-
-    def writes(self, thread_id: str, checkpoint_ids: Sequence[str]) -> list[dict[str, Any]]:
-        return self.conn.execute(
-            "SELECT checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob FROM checkpoint_writes "
-            "WHERE thread_id = %s AND checkpoint_id = ANY(%s)",
-            (thread_id, list(checkpoint_ids)),
-        ).fetchall()
-
-    def load(self, row: dict[str, Any]) -> Any:
-        return self.saver.serde.loads_typed((row["type"], row["blob"]))
-
-
-@dataclass
-class _Plan:
-    """What one thread needs: the checkpoints to put, the tasks whose writes to put, the blobs already there."""
-
-    outcome: str
-    reason: str = ""
-    missing: set[_Key] = field(default_factory=set)
-    tasks: set[tuple[str, str, str]] = field(default_factory=set)
-    blobs: set[tuple[str, str, str | int | float]] = field(default_factory=set)
-    orphans: int = 0
-
-
-def plan_thread(
-    thread_id: str,
-    checkpoints: Sequence[tuple[str, str, str | None]],
-    write_keys: set[tuple[str, str, str, int]],
-    target: Snapshot | None,
-) -> _Plan:
-    """Compare the source's keys of one thread with what the target holds of it (None: nothing)."""
-    source = {(ns, cid): parent for ns, cid, parent in checkpoints}
-    writes = {k for k in write_keys if (k[0], k[1]) in source}
-    orphans = len(write_keys) - len(writes)
-    held: dict[_Key, str | None] = {}
-    held_writes: set[tuple[str, str, str, int]] = set()
-    blobs: set[tuple[str, str, str | int | float]] = set()
-    if target is not None:
-        for ns, cps in target.storage.get(thread_id, {}).items():
-            held.update({(ns, cid): entry[2] for cid, entry in cps.items()})
-        for (tid, ns, cid), inner in target.writes.items():
-            if tid == thread_id and (ns, cid) in held:
-                held_writes.update((ns, cid, task_id, idx) for task_id, idx in inner)
-        blobs = {(k[1], k[2], k[3]) for k in target.blobs if k[0] == thread_id}
-    if not held:
-        return _Plan(IMPORTED, missing=set(source), tasks={(k[0], k[1], k[2]) for k in writes}, orphans=orphans)
-    extra = [k for k in held if k not in source]
-    moved = [k for k, parent in held.items() if k in source and source[k] != parent]
-    extra_writes = held_writes - writes
-    if extra or moved or extra_writes:
-        if extra:
-            why = f"{len(extra)} of its {len(held)} checkpoint(s) in the target are not in the source"
-        elif moved:
-            why = f"checkpoint {moved[0][1]!r} has another parent in the target"
-        else:
-            why = f"the target holds {len(extra_writes)} pending write(s) the source does not have"
-        return _Plan(REFUSED, reason=f"thread {thread_id!r} exists in the target with other content: {why}")
-    missing = {k for k in source if k not in held}
-    tasks = {(k[0], k[1], k[2]) for k in writes - held_writes} | {
-        (k[0], k[1], k[2]) for k in writes if k[:2] in missing
-    }
-    if not missing and not tasks:
-        return _Plan(SKIPPED, reason=f"thread {thread_id!r} is already imported ({len(held)} checkpoints)")
-    return _Plan(CONTINUED, missing=missing, tasks=tasks, blobs=blobs, orphans=orphans)
-
-
-def task_writes(rows: Sequence[dict[str, Any]], load: Callable[[dict[str, Any]], Any]) -> list[tuple[Any, ...]]:
-    """The ``put_writes`` calls that store one task's rows with exactly their indices.
-
-    ``put_writes`` numbers a write by its place in the list (special channels by ``WRITES_IDX_MAP``), so the
-    list puts each regular write at its index; a place another call of the run used for a special write is
-    filled with one of the task's special writes (the last of a special index wins, and they are all put
-    again at the end). Returns ``[(writes, task_path)]``.
-
-    Raises:
-        _Inexact: the indices cannot be reproduced (a gap with no special write to fill it).
-    """
-    by_path: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_path.setdefault(row["task_path"], []).append(row)
-    calls = []
-    for task_path, group in by_path.items():
-        regular = {r["idx"]: r for r in group if r["idx"] >= 0}
-        special = sorted((r for r in group if r["idx"] < 0), key=lambda r: r["idx"], reverse=True)
-        for r in special:
-            if WRITES_IDX_MAP.get(r["channel"]) != r["idx"]:
-                raise _Inexact(
-                    f"write {r['idx']} of task {r['task_id']!r} is on channel {r['channel']!r}, which this version of "
-                    "LangGraph does not number that way; it cannot be imported exactly."
-                )
-        for r in regular.values():
-            if r["channel"] in WRITES_IDX_MAP:
-                raise _Inexact(
-                    f"write {r['idx']} of task {r['task_id']!r} is on the special channel {r['channel']!r} with a "
-                    "regular index; it cannot be imported exactly."
-                )
-        writes: list[tuple[str, Any]] = []
-        for idx in range(max(regular, default=-1) + 1):
-            if idx in regular:
-                writes.append((regular[idx]["channel"], load(regular[idx])))
-            elif special:
-                writes.append((special[0]["channel"], load(special[0])))
-            else:
-                raise _Inexact(
-                    f"the writes of task {group[0]['task_id']!r} skip index {idx}; they cannot be imported exactly."
-                )
-        writes.extend((r["channel"], load(r)) for r in special)
-        calls.append((writes, task_path))
-    return calls
-
-
-def _chunks(keys: Sequence[tuple[str, str, str | None]], size: int) -> Iterable[list[tuple[str, str, str | None]]]:
-    """Consecutive runs of about ``size`` checkpoints that never split one checkpoint id."""
-    chunk: list[tuple[str, str, str | None]] = []
-    for key in keys:
-        if len(chunk) >= size and key[1] != chunk[-1][1]:
-            yield chunk
-            chunk = []
-        chunk.append(key)
-    if chunk:
-        yield chunk
 
 
 class PostgresSaverImport:
@@ -510,7 +191,7 @@ class PostgresSaverImport:
                 target (its ``close()`` tries again) and the next run continues from what the store holds.
         """
         started = time.monotonic()
-        source = _Source(self.source_url, self.source_schema, self.serde, self.target.store.identity())
+        source = Source(self.source_url, self.source_schema, self.serde, self.target.store.identity())
         result = self._result
         try:
             wanted = self.thread_ids
@@ -562,7 +243,7 @@ class PostgresSaverImport:
 
     # -- one thread -------------------------------------------------------------------------------
 
-    def _thread(self, source: _Source, thread_id: str, in_target: bool) -> ThreadReport:
+    def _thread(self, source: Source, thread_id: str, in_target: bool) -> ThreadReport:
         with source.snapshot():
             keys = source.checkpoint_keys(thread_id)
             write_keys = source.write_keys(thread_id)
@@ -586,18 +267,18 @@ class PostgresSaverImport:
                 self.target.delete_thread(thread_id)
             try:
                 written, writes = self._write(source, thread_id, keys, plan)
-            except _Inexact as exc:
+            except Inexact as exc:
                 return ThreadReport(thread_id, REFUSED, reason=f"thread {thread_id!r}: {exc}")
             return ThreadReport(thread_id, outcome, written, writes)
 
     def _write(
-        self, source: _Source, thread_id: str, keys: list[tuple[str, str, str | None]], plan: _Plan
+        self, source: Source, thread_id: str, keys: list[tuple[str, str, str | None]], plan: Plan
     ) -> tuple[int, int]:
         target = self.target
         blobs = set(plan.blobs)
         written = writes = 0
         needed = plan.missing | {(ns, cid) for ns, cid, _task in plan.tasks}
-        chunks = list(_chunks(keys, self.page))
+        chunks = list(checkpoint_runs(keys, self.page))
         for i, chunk in enumerate(chunks):
             if not any((ns, cid) in needed for ns, cid, _ in chunk):
                 continue
@@ -608,7 +289,7 @@ class PostgresSaverImport:
             }
             ids = sorted({cid for ns, cid, _ in chunk if (ns, cid) in needed})
             # (ns, checkpoint id) -> task id -> its rows
-            by_task: dict[_Key, dict[str, list[dict[str, Any]]]] = {}
+            by_task: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
             for row in source.writes(thread_id, ids):
                 ns, cid, task_id = row["checkpoint_ns"], row["checkpoint_id"], row["task_id"]
                 if (ns, cid, task_id) in plan.tasks:

@@ -6,13 +6,17 @@ turns on password authentication gets a server of its own, in its own temporary 
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
+import pytest
 
 with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine
@@ -76,3 +80,38 @@ class PrivateServer:
             self.start()  # so that pgserver's own cleanup stops it in order
         self.server.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stoppable_server(prefix: str) -> tuple[Any, Any, Any]:
+    """The fixtures of a test module whose tests stop and start PostgreSQL: ``server`` (one private
+    server per module), ``url`` (a fresh database on it per test, the server started again
+    before and after) and ``savers`` (a list the test appends its savers to; all closed after it).
+
+    In the module: ``server, url, savers = stoppable_server("hs-outage-")``.
+    """
+    names = itertools.count()
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[PrivateServer]:
+        srv = PrivateServer(prefix)
+        try:
+            yield srv
+        finally:
+            srv.close()
+
+    @pytest.fixture
+    def url(server: PrivateServer) -> Iterator[str]:
+        if not server.running:
+            server.start()
+        yield server.create_database(f"{prefix.strip('-').replace('-', '_')}{next(names)}")
+        if not server.running:
+            server.start()
+
+    @pytest.fixture
+    def savers() -> Iterator[list[Any]]:
+        made: list[Any] = []
+        yield made
+        for saver in made:
+            saver.close()
+
+    return server, url, savers
