@@ -32,7 +32,7 @@ SAMPLE_SECONDS = 2.0
 #: the name the dashboard's saver joins the fleet under (its interval and pause are kept per name)
 MEMBER_NAME = "dashboard"
 #: bytes of threads the dashboard's own saver keeps resident when MEMORY_BUDGET is unset: it holds
-#: only the threads it chats with (it reads every other thread without taking it, see views.threads)
+#: only the threads it chats with (it reads every other thread without taking it, see views.thread)
 DEFAULT_BUDGET = 32 * 10**6
 
 

@@ -3,8 +3,8 @@
 Every function takes a saver and returns a pandas DataFrame or plain dicts; none of them changes
 the saver. Memory is copied (values are immutable serialised tuples) and decoded outside the
 saver's lock. Nothing here imports streamlit: the pages in ``pages/`` render what these return.
-By subject: ``views.threads`` (the thread directory, one thread's history, states and diffs),
-``views.backups`` (figures, runs, members), ``views.stats`` (samples of memory over time),
+By subject: ``views.threads`` (the thread directory), ``views.thread`` (one thread's history, states
+and diffs), ``views.backups`` (figures, runs, members), ``views.stats`` (samples of memory over time),
 ``views.generations`` (kept generations, restore previews), ``views.common``.
 
 May import pandas and the library (``persistence``); never streamlit or the rest of ``dashboard``.
@@ -37,23 +37,25 @@ from dashboard.views.generations import (
     restore_preview,
 )
 from dashboard.views.stats import StatsHistory
-from dashboard.views.threads import (
+from dashboard.views.thread import (
     LIVE_READ_TIMEOUT,
     MESSAGE_DIFF_COLUMNS,
-    THREAD_COLUMNS,
-    THREAD_SORTS,
-    FleetPending,
     ThreadView,
     checkpoint_history,
     checkpoint_state,
     diff_checkpoints,
     export_thread,
-    fleet_pending,
     is_internal_channel,
-    member_label,
     message_diff,
     observe_thread,
     pending_writes,
+)
+from dashboard.views.threads import (
+    THREAD_COLUMNS,
+    THREAD_SORTS,
+    FleetPending,
+    fleet_pending,
+    member_label,
     resident_threads_frame,
     thread_exists,
     thread_page,
