@@ -219,6 +219,21 @@ TARGETS: list[Target] = [
         ),
     ),
     Target(
+        "restore_all_vs_raw_insert_select",
+        "raw INSERT ... SELECT of the generation's rows / restore of every thread with a member holding them "
+        "(10,000 threads; 500 quick)",
+        ">=",
+        0.5,
+        lambda r: r["restore_scale"]["ratio"],
+        lambda r: "{:,} checkpoints: {:.2f} s ({}) vs {:.2f} s; undo {:.2f} s".format(
+            r["restore_scale"]["checkpoints"],
+            r["restore_scale"]["restore"]["total_s"],
+            ", ".join(f"{p} {s:.2f}" for p, s in r["restore_scale"]["restore"]["phases_s"].items() if s >= 0.005),
+            r["restore_scale"]["raw_insert_select_s"],
+            r["restore_scale"]["undo"]["total_s"],
+        ),
+    ),
+    Target(
         "incremental_1pct_vs_full",
         "backup after 1% changed / first full backup",
         "<=",
@@ -496,6 +511,41 @@ def restore_table(results: dict[str, Any]) -> str:
     )
 
 
+def restore_scale_table(results: dict[str, Any]) -> str:
+    scale = results.get("restore_scale") or {}
+    rows = []
+    for label in ("restore", "undo"):
+        run = scale.get(label)
+        if not run:
+            continue
+        phases = run["phases_s"]
+        rows.append(
+            [
+                label,
+                f"{scale['threads']:,}",
+                f"{scale['checkpoints']:,}",
+                _f(run["total_s"]),
+                *(_f(phases.get(p)) for p in ("checking", "handing over", "backing up", "rewriting", "finishing")),
+                "yes" if run.get("done_last") else "no",
+            ]
+        )
+    return _table(
+        [
+            "restore of every thread",
+            "threads",
+            "checkpoints",
+            "total s",
+            "checking s",
+            "handing over s",
+            "backing up s",
+            "rewriting s",
+            "finishing s",
+            "done last",
+        ],
+        rows,
+    )
+
+
 def other_table(results: dict[str, Any]) -> str:
     rows = []
     inc = results["backup"].get("incremental") or {}
@@ -597,6 +647,15 @@ def render(results: dict[str, Any]) -> str:
         "Other figures",
         other_table(results),
     ]
+    if results.get("restore_scale"):
+        scale = results["restore_scale"]
+        parts += [
+            "",
+            f"Restore of every thread at {scale['threads']:,} threads (a member holding {scale['member_threads']:,}, "
+            f"{scale['member_pending_threads']:,} with a turn not backed up; raw INSERT ... SELECT "
+            f"{scale['raw_insert_select_s']:.2f} s)",
+            restore_scale_table(results),
+        ]
     return "\n".join(parts)
 
 

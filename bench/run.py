@@ -28,6 +28,7 @@ from bench.memory import run_memory  # noqa: E402
 from bench.metrics import run_metrics  # noqa: E402
 from bench.ops import run_ops  # noqa: E402
 from bench.residency import run_residency  # noqa: E402
+from bench.restore_scale import run_restore_scale  # noqa: E402
 from bench.settings import Settings, current  # noqa: E402
 from bench.workload import record_templates  # noqa: E402
 
@@ -153,6 +154,8 @@ def main() -> int:
         results["long"] = run_long(db, settings, log)
         log("fleet: handoff, throughput with one and two members, backups of four members")
         results["fleet"] = run_fleet(db, settings, log)
+        log("restore of every thread at scale, with an app member holding the threads")
+        results["restore_scale"] = run_restore_scale(db, templates, settings, log)
     finally:
         db.close()
     results["meta"]["duration_s"] = time.perf_counter() - started

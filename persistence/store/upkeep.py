@@ -180,11 +180,12 @@ class GenerationUpkeep:
     ) -> tuple[int, list[tuple[str, str]]]:
         """Check every row of ``generation`` against its checksum (nothing is kept in memory).
 
-        PostgreSQL 18 and newer compute the checksums server-side (``crc32()``); older servers
-        send each row's checksummed bytes (put together server-side) and they are checked here. Every
-        thread: each table is cut into block ranges checked on up to :data:`VERIFY_WORKERS` connections
-        at once, all in one snapshot; ``progress(fraction)`` is called as the ranges are done (the
-        fraction of the tables' blocks checked). Returns (rows checked, damaged rows as (thread id, what)).
+        PostgreSQL 18 and newer compute the checksums server-side (``crc32()``), a table per statement
+        (which the server scans in parallel); older servers send each row's checksummed bytes (put
+        together server-side), checked here: each table is cut into block ranges checked on up to
+        :data:`VERIFY_WORKERS` connections at once, all in one snapshot. ``progress(fraction)`` is
+        called as the tables or ranges are done (the fraction of the tables' blocks checked). Returns
+        (rows checked, damaged rows as (thread id, what)).
         """
         self._generations.get_generation(generation)
         report = progress or _ignore
@@ -376,16 +377,17 @@ def _copy_rows(cur: psycopg.Cursor, query: sql.Composable, params: list[Any], ty
 
 
 class _ParallelVerify:
-    """A verification of every thread of a generation: the tables' block ranges, checked on the
-    caller's pool connection and up to :data:`VERIFY_WORKERS` - 1 more that share its snapshot
-    (``pg_export_snapshot``), so a row another member's backup updates meanwhile is checked once, as
-    it was. Progress is reported from the caller's thread only (a page's widgets live there)."""
+    """A verification of every thread of a generation: the tables (18 and newer) or their block
+    ranges, checked on the caller's pool connection and up to :data:`VERIFY_WORKERS` - 1 more that
+    share its snapshot (``pg_export_snapshot``), so a row another member's backup updates meanwhile
+    is checked once, as it was. Progress is reported from the caller's thread only (a page's widgets
+    live there)."""
 
     def __init__(self, upkeep: GenerationUpkeep, generation: int, report: Callable[[float], None]) -> None:
         self._upkeep = upkeep
         self._generation = generation
         self._report = report
-        self._parts: list[tuple[str, tuple[int, int | None]]] = []
+        self._parts: list[tuple[str, tuple[int, int | None] | None]] = []
         self._weights: list[int] = []
         self._next = 0
         self._finished = 0
@@ -404,10 +406,13 @@ class _ParallelVerify:
                 with conn.transaction(), conn.cursor() as cur:
                     row = cur.execute("SELECT pg_export_snapshot()").fetchone()
                     snapshot = str(row[0]) if row else ""
-                    self._plan(cur)
+                    # 18 and newer check a whole table in one statement, which the server runs in parallel
+                    # itself (a parallel sequential scan); before 18 the rows come here, range by range
+                    whole = conn.info.server_version >= 180000
+                    self._plan(cur, whole)
                     helpers = [
                         threading.Thread(target=self._helper, args=(snapshot,), name="verify", daemon=True)
-                        for _ in range(min(VERIFY_WORKERS, pool.max_size - 1) - 1)
+                        for _ in range(0 if whole else min(VERIFY_WORKERS, pool.max_size - 1) - 1)
                     ]
                     for helper in helpers:
                         helper.start()
@@ -431,9 +436,10 @@ class _ParallelVerify:
         self._damaged.sort()
         return self._checked, self._damaged
 
-    def _plan(self, cur: psycopg.Cursor) -> None:
+    def _plan(self, cur: psycopg.Cursor, whole: bool) -> None:
         """Cut every table into ranges of :data:`VERIFY_BLOCKS` blocks (the last one open-ended: rows
-        the snapshot sees are in blocks that existed when it was taken)."""
+        the snapshot sees are in blocks that existed when it was taken), or one part per table
+        (``whole``)."""
         for table in TABLES:
             row = cur.execute(
                 "SELECT pg_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass) / "
@@ -441,6 +447,10 @@ class _ParallelVerify:
                 (self._upkeep._place.schema, table),
             ).fetchone()
             blocks = int(row[0]) if row else 0
+            if whole:
+                self._parts.append((table, None))
+                self._weights.append(max(1, blocks))
+                continue
             first = 0
             while first + VERIFY_BLOCKS < blocks:
                 self._parts.append((table, (first, first + VERIFY_BLOCKS)))
