@@ -46,8 +46,8 @@ class CutRecorder:
         if self.keep_rows:
             inner_changes = cut.to_changes
 
-            def to_changes() -> Any:
-                changes = inner_changes()
+            def to_changes(*args: Any, **kwargs: Any) -> Any:
+                changes = inner_changes(*args, **kwargs)
                 self.rows = changes.rows
                 return changes
 

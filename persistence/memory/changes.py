@@ -67,34 +67,40 @@ class ChangeLog:
         if cut.since is not None:
             self.since = cut.since if self.since is None else min(cut.since, self.since)
 
-    def to_changes(self) -> Changes:
-        """The rows and tombstones of this record (a cut: no lock needed, it is no longer shared)."""
+    def to_changes(self, touched: set[str] | None = None) -> Changes:
+        """The rows and tombstones of this record (a cut: no lock needed, it is no longer shared).
+
+        ``touched`` is :meth:`threads` when the caller has it already.
+        """
         changes = Changes(deleted_threads=sorted(self.deleted_threads))
         rows, tombs = changes.rows, changes.tombstones
+        # thread ids, namespaces, checkpoint ids (a row's, its writes', its child's parent), channels
+        # and task paths repeat from row to row: each is encoded once
+        e = _Encoded()
         cp_rows, cp_tombs = rows["checkpoints"], tombs["checkpoints"]
         for (tid, ns, cid), (existed, entry) in self.checkpoints.items():
-            ekey = (enc(tid), enc(ns), enc(cid))
+            t, n, c = e[tid], e[ns], e[cid]
             if existed:
-                cp_tombs.append(ekey)
+                cp_tombs.append((t, n, c))
             if entry is not None:
                 (ctype, cdata), (mtype, mdata), parent = entry
-                cp_rows.append((*ekey, enc(parent) if parent is not None else None, ctype, cdata, mtype, mdata))
+                cp_rows.append((t, n, c, e[parent] if parent is not None else None, ctype, cdata, mtype, mdata))
         w_rows, w_tombs = rows["writes"], tombs["writes"]
         for (tid, ns, cid, task, idx), (existed, value) in self.writes.items():
-            ekey = (enc(tid), enc(ns), enc(cid), enc(task), idx)
+            t, n, c, k = e[tid], e[ns], e[cid], e[task]
             if existed:
-                w_tombs.append(ekey)
+                w_tombs.append((t, n, c, k, idx))
             if value is not None:
                 _task, channel, (vtype, vdata), path = value
-                w_rows.append((*ekey, enc(channel), vtype, vdata, enc(path)))
+                w_rows.append((t, n, c, k, idx, e[channel], vtype, vdata, e[path]))
         b_rows, b_tombs = rows["blobs"], tombs["blobs"]
         for (tid, ns, ch, ver), (existed, value) in self.blobs.items():
-            ekey = (enc(tid), enc(ns), enc(ch), enc_version(ver))
+            t, n, c, v = e[tid], e[ns], e[ch], enc_version(ver)
             if existed:
-                b_tombs.append(ekey)
+                b_tombs.append((t, n, c, v))
             if value is not None:
-                b_rows.append((*ekey, value[0], value[1]))
-        changes.touched = self.threads()
+                b_rows.append((t, n, c, v, value[0], value[1]))
+        changes.touched = self.threads() if touched is None else touched
         return changes
 
     def split(self, threads: set[str]) -> ChangeLog:
@@ -119,6 +125,14 @@ class ChangeLog:
                 if key[0] in counts:
                     counts[key[0]] += 1
         return counts
+
+
+class _Encoded(dict[str, bytes]):
+    """str -> its :func:`~persistence.store.schema.enc` bytes, each encoded on first use."""
+
+    def __missing__(self, text: str) -> bytes:
+        data = self[text] = enc(text)
+        return data
 
 
 def knows_all_of(stored: Snapshot, tid: str, mine: Mapping[str, Mapping[str, Any]], log: ChangeLog) -> bool:

@@ -161,18 +161,25 @@ class BackupWriter:
             cut = cache.changes.take()
             epoch = cache.residency.cut()
             entries = cache.entries
-            tokens = {t: e.token for t in cut.threads() if (e := entries.get(t)) is not None and e.token is not None}
+            threads = cut.threads()
+            tokens = {t: e.token for t in threads if (e := entries.get(t)) is not None and e.token is not None}
             # threads made while offline and not claimed yet stay pending
-            cache.changes.merge_back(cut.split(cut.threads() - set(tokens)))
+            cache.changes.merge_back(cut.split(threads - tokens.keys()))
         lag = time.time() - cut.since if cut.since is not None else 0.0
         pending = len(cut)
-        changes = cut.to_changes()
-        changes.summaries = cache.summaries(changes.touched, self._serde, self._summarize)
+        # what stays in the cut is the changes of the claimed threads
+        changes = cut.to_changes(touched=set(tokens))
+        serde, summarize = self._serde, self._summarize
         error = None
         written = None
         try:
+            # the summaries are made by the store while the server takes in a large backup's rows
             written = self._store.write_generation(
-                changes, trigger=trigger, owner=self._membership.instance_id, tokens=tokens
+                changes,
+                trigger=trigger,
+                owner=self._membership.instance_id,
+                tokens=tokens,
+                summarize=lambda threads: cache.summaries(threads, serde, summarize),
             )
             if retain and written.generation is not None:
                 self._retain_some()

@@ -14,7 +14,7 @@ writer still owns each thread it writes (fencing), tombstones replaced keys, the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -27,16 +27,18 @@ from persistence.store.directory import ThreadDirectory
 from persistence.store.place import Place
 from persistence.store.records import Changes, Generation, Snapshot, Written
 from persistence.store.rows import (
+    LAZY_SUMMARY_ROWS,
+    SummaryWork,
     build_snapshot,
     bytes_loader,
     copy_in,
     copy_out,
+    copy_summaries,
     live_at,
     next_generation,
-    summary_text,
 )
 from persistence.store.runs import RunLog
-from persistence.store.schema import CONTENT_LIMIT, DEFAULT_SCHEMA, MIGRATIONS, TABLES, dec, enc
+from persistence.store.schema import DEFAULT_SCHEMA, MIGRATIONS, TABLES, dec, enc
 from persistence.store.upkeep import GenerationUpkeep
 
 logger = logging.getLogger(__name__)
@@ -194,15 +196,24 @@ class Store:
         kind: str = "backup",
         owner: int | None = None,
         tokens: dict[str, int] | None = None,
+        summarize: Callable[[set[str]], list[tuple]] | None = None,
     ) -> Written:
         """Write ``changes`` as a new generation in one transaction.
 
         With ``owner`` (a member id) only the threads that member still owns are written, with the
         token it holds in ``tokens`` when given; the others are refused and listed (fencing). A
         backup with nothing to write (or nothing left after fencing) writes no generation.
+
+        ``summarize(threads)`` returns the summary rows of ``threads`` (they replace
+        ``changes.summaries``). For a large backup they are made for the threads written only, a few at
+        a time while the server takes in the rows; a small one makes them first, before the
+        transaction locks anything (so the locks are held no longer for them).
         """
         if changes.empty:
             return Written(None)
+        lazy = summarize is not None and sum(map(len, changes.rows.values())) >= LAZY_SUMMARY_ROWS
+        if summarize is not None and not lazy:
+            changes.summaries = summarize(changes.threads())
         with pool_connection(self.pool) as conn, conn.transaction():
             refused: list[str] = []
             if owner is not None:
@@ -212,10 +223,11 @@ class Store:
                 changes = changes.without(set(refused))
                 if changes.empty:
                     return Written(None, refused=refused)
+            background = SummaryWork(summarize, changes.threads()) if lazy and summarize is not None else None
             touched_enc = sorted({enc(t) for t in changes.threads()})
             gen, threads_before, checkpoints = next_generation(conn, self._s, trigger, kind)
             live_before = self._live_threads(conn, touched_enc)
-            nrows, nbytes = self._write_rows(conn, changes, touched_enc, gen)
+            nrows, nbytes = self._write_rows(conn, changes, touched_enc, gen, background)
             # counts follow from the previous generation's and what this one touched: no full scan
             checkpoints += (
                 len(changes.rows["checkpoints"])
@@ -223,7 +235,11 @@ class Store:
                     self._q("SELECT count(*) FROM {s}.checkpoints WHERE deleted_gen = %s"), (gen,)
                 ).fetchone()[0]
             )
-            threads = threads_before - live_before + self._live_threads(conn, touched_enc)
+            # a thread given a checkpoint row here is live (the tombstones ran before the COPY): only the
+            # others are looked up
+            given = {row[0] for row in changes.rows["checkpoints"]}
+            live_after = len(given) + self._live_threads(conn, [t for t in touched_enc if t not in given])
+            threads = threads_before - live_before + live_after
             conn.execute(
                 self._q(
                     "UPDATE {s}.generations SET threads = %s, checkpoints = %s, rows_written = %s, "
@@ -251,9 +267,15 @@ class Store:
         return {t for t, token in owned.items() if tokens.get(t, token) == token}
 
     def _write_rows(
-        self, conn: psycopg.Connection, changes: Changes, touched: list[bytes], gen: int
+        self,
+        conn: psycopg.Connection,
+        changes: Changes,
+        touched: list[bytes],
+        gen: int,
+        background: SummaryWork | None = None,
     ) -> tuple[int, int]:
         nrows = nbytes = 0
+        idle = background.step if background is not None else None
         with conn.cursor() as cur:
             if changes.deleted_threads:
                 threads = [enc(t) for t in changes.deleted_threads]
@@ -282,32 +304,17 @@ class Store:
                     nrows += max(cur.rowcount, 0)
                 rows = changes.rows[table]
                 if rows:
-                    nbytes += copy_in(cur, self._s, table, rows, gen)
+                    nbytes += copy_in(cur, self._s, table, rows, gen, idle)
                     nrows += len(rows)
+            if background is not None:
+                changes.summaries = background.finish()
             # the summary of every touched thread is replaced (or dropped when it has no checkpoint)
             cur.execute(
                 self._q("UPDATE {s}.summaries SET deleted_gen = %s WHERE thread_id = ANY(%s) AND deleted_gen IS NULL"),
                 (gen, touched),
             )
             if changes.summaries:
-                cols = list(zip(*changes.summaries, strict=True))
-                cur.execute(
-                    self._q(
-                        "INSERT INTO {s}.summaries (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, "
-                        "title, content, added_gen) SELECT t.*, %s FROM unnest(%s::bytea[], %s::int[], %s::bigint[], "
-                        "%s::timestamptz[], %s::bytea[], %s::text[], %s::text[]) AS t"
-                    ),
-                    [
-                        gen,
-                        [enc(t) for t in cols[0]],
-                        list(cols[1]),
-                        list(cols[2]),
-                        list(cols[3]),
-                        [enc(c) if c is not None else None for c in cols[4]],
-                        [summary_text(t) for t in cols[5]],
-                        [summary_text(c, CONTENT_LIMIT) for c in cols[6]],
-                    ],
-                )
+                copy_summaries(cur, self._s, changes.summaries, gen)
         return nrows, nbytes
 
     def _live_threads(self, conn: psycopg.Connection, thread_ids: list[bytes]) -> int:

@@ -4,15 +4,20 @@ generation number, COPY of rows in and out, the text of a summary column, and a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import struct
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import LibpqWriter
 from psycopg.types.string import ByteaBinaryLoader, BytesBinaryDumper
+from psycopg.waiting import Wait
 
 from persistence.store.records import Snapshot
-from persistence.store.schema import TABLES, dec, dec_version, describe_row, enc, row_crc
+from persistence.store.schema import CONTENT_LIMIT, TABLES, dec, dec_version, describe_row, enc, row_crc
 
 
 def live_at(generation: int | None) -> tuple[sql.Composable, list[Any]]:
@@ -47,9 +52,21 @@ def next_generation(
     return gen, int(prev[0]) if prev else 0, int(prev[1]) if prev else 0
 
 
-def copy_in(cur: psycopg.Cursor, s: sql.Identifier, table: str, rows: list[tuple], gen: int) -> int:
+def copy_in(
+    cur: psycopg.Cursor,
+    s: sql.Identifier,
+    table: str,
+    rows: list[tuple],
+    gen: int,
+    idle: Callable[[], bool] | None = None,
+) -> int:
     """COPY ``rows`` into ``table`` as added by ``gen``, each with its checksum; return the bytes of
-    their bytea columns."""
+    their bytea columns.
+
+    ``idle`` is called, again and again, while the server has not taken in what was sent yet (each
+    call one small step of other work; it returns False when there is none left): the Python side of
+    a backup runs while the server ingests, instead of before or after it.
+    """
     keys, payload, types = TABLES[table]
     cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
     nkeys = len(keys)
@@ -57,13 +74,144 @@ def copy_in(cur: psycopg.Cursor, s: sql.Identifier, table: str, rows: list[tuple
     # set_types("bytea") would pick psycopg.dbapi20's pure-Python Binary dumper (registered
     # last for that oid); the C-accelerated bytes dumper formats the rows much faster
     cur.adapters.register_dumper(None, BytesBinaryDumper)
-    with cur.copy(stmt) as copy:
+    crc = _payload_crc
+    with cur.copy(stmt, writer=_PumpWriter(cur, idle)) as copy:
         copy.set_types([*types, "int8", "int8"])
         write = copy.write_row
         for row in rows:
-            write((*row, row_crc(row[nkeys:]), gen))
-    # bytes of the bytea columns (keys and payloads), summed per column rather than per row
-    return sum(sum(map(len, filter(None, (row[i] for row in rows)))) for i, t in enumerate(types) if t == "bytea")
+            write(row + (crc(row[nkeys:]), gen))
+        # counted while the server takes in the last rows: the bytes of the bytea columns (keys and
+        # payloads), summed per column rather than per row
+        nbytes = sum(sum(map(len, filter(None, map(itemgetter(i), rows)))) for i, t in enumerate(types) if t == "bytea")
+    return nbytes
+
+
+def copy_summaries(cur: psycopg.Cursor, s: sql.Identifier, summaries: list[tuple], gen: int) -> None:
+    """COPY the summary rows (thread id, checkpoints, bytes, updated at, newest checkpoint, title,
+    content; ids as str) into the summaries table as added by ``gen``."""
+    stmt = sql.SQL(
+        "COPY {s}.summaries (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content, "
+        "added_gen) FROM STDIN (FORMAT BINARY)"
+    ).format(s=s)
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
+    with cur.copy(stmt) as copy:
+        copy.set_types(["bytea", "int4", "int8", "timestamptz", "bytea", "text", "text", "int8"])
+        write = copy.write_row
+        for tid, count, size, updated, newest, title, content in summaries:
+            write(
+                (
+                    enc(tid),
+                    count,
+                    size,
+                    updated,
+                    enc(newest) if newest is not None else None,
+                    summary_text(title),
+                    summary_text(content, CONTENT_LIMIT),
+                    gen,
+                )
+            )
+
+
+_NULL = b"\xff\xff\xff\xff"
+_length = struct.Struct("<I").pack
+#: type names and other short strings of payloads, length-prefixed and encoded once
+_prefixed: dict[str, bytes] = {}
+
+
+def _payload_crc(payload: tuple) -> int:
+    """:func:`~persistence.store.schema.row_crc`, the same value computed with fewer steps (one
+    ``crc32`` per value; the few distinct strings of payloads are encoded once)."""
+    crc = 0
+    crc32 = zlib.crc32
+    for value in payload:
+        if value is None:
+            crc = crc32(_NULL, crc)
+        elif value.__class__ is str:
+            prefixed = _prefixed.get(value)
+            if prefixed is None:
+                data = value.encode("utf-8", "surrogatepass")
+                prefixed = _length(len(data)) + data
+                if len(_prefixed) < 4096:
+                    _prefixed[value] = prefixed
+            crc = crc32(prefixed, crc)
+        else:
+            crc = crc32(value, crc32(_length(len(value)), crc))
+    return crc
+
+
+class _PumpWriter(LibpqWriter):
+    """A COPY writer that hands data to libpq without waiting for it to reach the server, and waits
+    only when a megabyte is in flight; while it waits, the server being busy, it runs ``idle`` steps.
+
+    The libpq connection is non-blocking: ``put_copy_data`` queues and sends what the socket takes,
+    ``flush`` sends more of what is queued and says whether some is left.
+    """
+
+    def __init__(self, cursor: psycopg.Cursor, idle: Callable[[], bool] | None) -> None:
+        super().__init__(cursor)
+        self._idle = idle
+        self._in_flight = 0
+
+    def write(self, data: Any) -> None:
+        pgconn = self.connection.pgconn
+        for start in range(0, len(data), _CHUNK):
+            chunk = data[start : start + _CHUNK] if len(data) > _CHUNK else data
+            if pgconn.put_copy_data(chunk) == 0:
+                self.connection.wait(_queue(pgconn, chunk))
+            self._in_flight += len(chunk)
+        if self._in_flight < _IN_FLIGHT:
+            return
+        self._in_flight = 0
+        idle = self._idle
+        while pgconn.flush():
+            if idle is None or not idle():
+                self.connection.wait(_drain(pgconn))
+                return
+
+
+#: the largest piece handed to libpq at once (a too large one can make libpq loop, psycopg #255)
+_CHUNK = 128 * 1024
+#: bytes queued in libpq before the writer waits for them to reach the server (bounds its buffer)
+_IN_FLIGHT = 1024 * 1024
+
+
+def _queue(pgconn: Any, data: Any) -> Generator[Wait, Any, None]:
+    while pgconn.put_copy_data(data) == 0:
+        while not (yield Wait.W):
+            continue
+
+
+def _drain(pgconn: Any) -> Generator[Wait, Any, None]:
+    while pgconn.flush():
+        while not (yield Wait.W):
+            continue
+
+
+#: rows from which a backup makes its summaries while the server takes in its rows (smaller ones
+#: make them first, outside the transaction)
+LAZY_SUMMARY_ROWS = 5_000
+
+
+class SummaryWork:
+    """The summary rows of a backup's threads, made one thread per :meth:`step` (the work a COPY
+    writer does while it waits for the server)."""
+
+    def __init__(self, summarize: Callable[[set[str]], list[tuple]], threads: set[str]) -> None:
+        self._summarize = summarize
+        self._todo = list(threads)
+        self.rows: list[tuple] = []
+
+    def step(self) -> bool:
+        """Summarise one more thread; False when every thread is done."""
+        if not self._todo:
+            return False
+        self.rows.extend(self._summarize({self._todo.pop()}))
+        return True
+
+    def finish(self) -> list[tuple]:
+        while self.step():
+            pass
+        return self.rows
 
 
 class _BytesLoader(ByteaBinaryLoader):
@@ -181,4 +329,15 @@ def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> S
     return snap
 
 
-__all__ = ["build_snapshot", "bytes_loader", "copy_in", "copy_out", "live_at", "next_generation", "summary_text"]
+__all__ = [
+    "LAZY_SUMMARY_ROWS",
+    "SummaryWork",
+    "build_snapshot",
+    "bytes_loader",
+    "copy_in",
+    "copy_out",
+    "copy_summaries",
+    "live_at",
+    "next_generation",
+    "summary_text",
+]
