@@ -84,7 +84,7 @@ def _split(data: bytes) -> tuple[Any, int, bytes]:
     return version, crc, data[6 + size :]
 
 
-class Blobs(dict):  # type: ignore[type-arg]
+class Blobs(dict[Key, Typed]):
     """The blob dict ``(thread_id, ns, channel, version) -> (type, bytes)``, encoded inside (see the module).
 
     Plain ``dict`` operations other than ``[]``, ``get`` and assignment see the encoded values. A
@@ -104,6 +104,8 @@ class Blobs(dict):  # type: ignore[type-arg]
         self._chains: dict[tuple[Any, ...], list[Any]] = {}
         #: (thread_id, ns, channel) -> version -> its index in the chain
         self._index: dict[tuple[Any, ...], dict[Any, int]] = {}
+        #: thread_id -> the (thread_id, ns, channel) of its chains (forgetting a thread reads only these)
+        self._by_thread: dict[Any, set[tuple[Any, ...]]] = {}
         #: (thread_id, ns, channel) -> version -> decoded bytes of its hot versions
         self._hot: dict[tuple[Any, ...], dict[Any, bytes]] = {}
         self._hot_bytes = 0
@@ -155,6 +157,7 @@ class Blobs(dict):  # type: ignore[type-arg]
         if encoded is None:
             chain = self._chains[chain_key] = []
             self._index[chain_key] = {}
+            self._by_thread.setdefault(chain_key[0], set()).add(chain_key)
             encoded = (ROOT + tag, compress(data, level=LEVEL))
         assert chain is not None
         self._index[chain_key][key[3]] = len(chain)
@@ -287,14 +290,18 @@ class Blobs(dict):  # type: ignore[type-arg]
         wanted = set(thread_ids)
         if not wanted:
             return
-        for chain_key in [k for k in self._chains if k[0] in wanted]:
-            del self._chains[chain_key]
+        chain_keys = [k for tid in wanted for k in self._by_thread.pop(tid, ())]
+        for chain_key in chain_keys:
+            self._chains.pop(chain_key, None)
             self._index.pop(chain_key, None)
         with self._cache_lock:
-            for key in [k for k in self._decoded if k[0] in wanted]:
-                self._decoded_bytes -= len(self._decoded.pop(key))
-            for chain_key in [k for k in self._hot if k[0] in wanted]:
-                self._hot_bytes -= sum(map(len, self._hot.pop(chain_key).values()))
+            for chain_key in chain_keys:
+                hot = self._hot.pop(chain_key, None)
+                if hot:
+                    self._hot_bytes -= sum(map(len, hot.values()))
+            if self._decoded:
+                for key in [k for k in self._decoded if k[0] in wanted]:
+                    self._decoded_bytes -= len(self._decoded.pop(key))
 
     def materialize(self, keys: Iterable[Key]) -> dict[Key, Typed]:
         """The values of ``keys`` re-encoded so they need no base (before the bases they use are deleted):
@@ -339,6 +346,7 @@ class Blobs(dict):  # type: ignore[type-arg]
             if roots:
                 chain = self._chains[chain_key] = [version for version, _root in versions[roots[-1] :]]
                 self._index[chain_key] = {version: at for at, version in enumerate(chain)}
+                self._by_thread.setdefault(chain_key[0], set()).add(chain_key)
                 resumed += 1
         return resumed
 
