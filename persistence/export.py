@@ -45,8 +45,8 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
 def export_thread(
     thread_id: str,
     storage: Mapping[str, Any],
-    writes: Mapping[tuple, Any],
-    blobs: Mapping[tuple, Any],
+    writes: Mapping[tuple[Any, ...], Any],
+    blobs: Mapping[tuple[Any, ...], Any],
     serde: SerializerProtocol,
 ) -> dict[str, Any]:
     """Decode one thread from InMemorySaver-shaped dicts into a JSON-ready dict, oldest checkpoint first."""

@@ -241,7 +241,8 @@ def families(specs: Sequence[Spec], samples: Iterable[Sample]) -> list[Any]:
             hist = HistogramMetricFamily(spec.name, spec.help, labels=labels)
             for _n, values, snap in rows:
                 assert isinstance(snap, TallySnapshot)
-                buckets = [(floatToGoString(bound), float(n)) for bound, n in snap.buckets]
+                # prometheus_client leaves floatToGoString unannotated (float -> str)
+                buckets = [(floatToGoString(bound), float(n)) for bound, n in snap.buckets]  # type: ignore[no-untyped-call]
                 hist.add_metric(list(values), buckets, snap.sum)
             out.append(hist)
     return out

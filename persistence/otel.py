@@ -63,7 +63,9 @@ def instrument(saver: HybridSaver, meter_provider: Any = None) -> list[Any]:
         if spec.kind not in (GAUGE, COUNTER):
             continue
 
-        def observe(_options: CallbackOptions, _name: str = spec.name, _labels: tuple = spec.labels) -> list[Any]:
+        def observe(
+            _options: CallbackOptions, _name: str = spec.name, _labels: tuple[str, ...] = spec.labels
+        ) -> list[Any]:
             return [
                 Observation(float(value), dict(zip(_labels, values, strict=True)))  # type: ignore[arg-type]
                 for _n, values, value in figures.of(_name)

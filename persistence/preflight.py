@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from persistence.db import CONNECT_TIMEOUT, describe_url, pool_connection
+from persistence.db import CONNECT_TIMEOUT, describe_url, pool_connection, pool_conninfo
 from persistence.errors import DatabaseUnavailable
 
 #: seconds the pooler probe waits for a session before it says why it got none
@@ -107,7 +107,7 @@ def refuse_standby(pool: ConnectionPool) -> None:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     if row and row[0]:
         raise DatabaseUnavailable(
-            f"{describe_url(pool.conninfo)} is a read-only standby (in recovery); the saver writes to the "
+            f"{describe_url(pool_conninfo(pool))} is a read-only standby (in recovery); the saver writes to the "
             "primary. Point DATABASE_URL at the primary, or list every host with target_session_attrs=read-write "
             "(postgresql://user@host1,host2/db?target_session_attrs=read-write) so a failover is followed."
         )

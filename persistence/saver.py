@@ -28,7 +28,7 @@ from persistence.config import (
     parse_duration,
     saver_settings,
 )
-from persistence.db import open_pool
+from persistence.db import open_pool, pool_conninfo
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet import Member, Membership
 from persistence.fleet.lease import DEFAULT_LEASE
@@ -105,7 +105,7 @@ class HybridSaver(CacheCheckpointer):
             age = parse_duration(retention_age)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        self.conninfo = conninfo or pool.conninfo
+        self.conninfo = conninfo or pool_conninfo(pool)
         # an Event, not a bool: graphs compiled with LANGGRAPH_STRICT_MSGPACK hold a shallow copy
         # of the saver, and must see it closed too
         closed_event = threading.Event()

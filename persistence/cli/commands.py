@@ -187,6 +187,7 @@ def restore(store: Store, membership: Membership, url: str, args: argparse.Names
         f"restored {scope} from generation {done.restored_from} as generation {done.generation} "
         f"({plural(done.checkpoints, 'checkpoint')})."
     )
+    assert done.undo_generation is not None  # a restore always has the state before it to go back to
     print(f"undo: {undo_command(done.undo_generation, args.thread_id, store.schema)}")
     if done.damaged:
         print(f"left out {plural(len(done.damaged), 'damaged row')}: {done.damaged[:10]}")

@@ -60,7 +60,7 @@ EPILOG = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Register the ``import-postgres-saver`` subcommand (``common`` carries --schema and --timeout)."""
     cmd = sub.add_parser(
         "import-postgres-saver",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from persistence.fleet import Member
 
 
-def run_line(run: dict) -> str:
+def run_line(run: dict[str, Any]) -> str:
     status = "ok" if not run.get("error") else f"FAILED: {run['error']}"
     what = f"gen={run.get('generation')} rows={run.get('rows_written')}" if run.get("generation") else "nothing to do"
     folded = f" (x{run['folded']})" if (run.get("folded") or 1) > 1 else ""

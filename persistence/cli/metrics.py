@@ -204,7 +204,7 @@ class StoreCollector:
         return out
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Register the ``metrics`` subcommand (``common`` carries --schema and --timeout)."""
     cmd = sub.add_parser(
         "metrics",

@@ -23,6 +23,7 @@ import selectors
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -241,7 +242,7 @@ class Lease:
         self._pending_deadline = deadline
         return rejoined, None
 
-    def _renew_statement(self) -> tuple | None:
+    def _renew_statement(self) -> tuple[Any, ...] | None:
         """Connect when needed and move ``lease_until``; the row, or None when the row is missing or stopped."""
         if self._conn is None or self._conn.closed:
             self._connect()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import psycopg
 
+from persistence.codec import Blobs
 from persistence.db import DB_ERRORS
 from persistence.errors import DatabaseUnavailable
 from persistence.fleet.membership import Membership
@@ -127,7 +128,8 @@ class FleetMember:
         snap = Snapshot(
             storage={t: {ns: dict(c) for ns, c in n.items() if c} for t, n in view.storage.items() if any(n.values())},
             writes={k: v for k, v in view.writes.items() if v},
-            blobs=view.blobs,
+            # InMemorySaver declares its blobs a dict; cache.view made them a Blobs
+            blobs=cast(Blobs, view.blobs),
         )
         return snap, pending
 

@@ -410,7 +410,7 @@ def default_name() -> str:
 
 
 def _program() -> str:
-    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    argv: list[str] = list(getattr(sys, "orig_argv", None) or sys.argv)
     if "-m" in argv[:-1]:
         return argv[argv.index("-m") + 1]
     script = sys.argv[0] if sys.argv and sys.argv[0] else "python"

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -25,6 +25,7 @@ from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
 from persistence.memory.residency import Loader, Residency, Resident, blob_size, checkpoint_size, write_size
 from persistence.store import Snapshot
+from persistence.store.records import CheckpointEntry, Summary, WriteEntry, WriteIdx, WriteKey
 from persistence.store.summary import describe, newest
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ class MemoryCache:
     """Resident threads of one saver, their pending changes and the lock over both."""
 
     def __init__(self, *, budget: int | None) -> None:
-        self.storage: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
-        self.writes: defaultdict[tuple[str, str, str], dict[tuple[str, int], tuple]] = defaultdict(dict)
+        self.storage: defaultdict[str, dict[str, dict[str, CheckpointEntry]]] = defaultdict(lambda: defaultdict(dict))
+        self.writes: defaultdict[WriteKey, dict[WriteIdx, WriteEntry]] = defaultdict(dict)
         #: channel values, compressed and as deltas between versions (see :mod:`persistence.codec`)
         self.blobs = Blobs(cache_bytes=decode_cache_bytes(budget))
         self.lock = threading.RLock()
@@ -242,21 +243,21 @@ class MemoryCache:
                 continue
             mem_w = self.writes.setdefault(outer, {})
             entry.write_keys.add(outer)
-            for key, value in inner.items():
+            for key, write in inner.items():
                 if key in mem_w:
                     mark(log.writes, (*outer, *key), True, mem_w[key])
                 else:
-                    mem_w[key] = value
-                    res.grow(entry, write_size(value))
-        for key, value in snap.blobs.items():
+                    mem_w[key] = write
+                    res.grow(entry, write_size(write))
+        for key, blob in snap.blobs.items():
             if key[0] != tid:
                 continue
             if key in self.blobs:
                 mark(log.blobs, key, True, self.blobs.raw(key))
             else:
-                self.blobs.store_raw(key, value)
+                self.blobs.store_raw(key, blob)
                 entry.blob_keys.add(key)
-                res.grow(entry, blob_size(value))
+                res.grow(entry, blob_size(blob))
 
     def rename(self, tid: str, new: str) -> Resident:
         """Move resident thread ``tid``, rows and pending changes, to the id ``new`` (every row new
@@ -267,14 +268,14 @@ class MemoryCache:
         self.storage[new].update(namespaces)
         write_keys, blob_keys = set(), set()
         for key in entry.write_keys:
-            value = self.writes.pop(key, None)
-            if value is not None:
-                self.writes[(new, *key[1:])] = value
+            moved = self.writes.pop(key, None)
+            if moved is not None:
+                self.writes[(new, *key[1:])] = moved
                 write_keys.add((new, *key[1:]))
         for key in entry.blob_keys:
-            value = self.blobs.pop(key, None)
-            if value is not None:
-                self.blobs.store_raw((new, *key[1:]), value)
+            blob = self.blobs.pop(key, None)
+            if blob is not None:
+                self.blobs.store_raw((new, *key[1:]), blob)
                 blob_keys.add((new, *key[1:]))
         entry.write_keys, entry.blob_keys = write_keys, blob_keys
         entry.token = None
@@ -284,8 +285,8 @@ class MemoryCache:
             for cid, value in cps.items():
                 mark(log.checkpoints, (new, ns, cid), False, value)
         for outer in write_keys:
-            for inner, value in self.writes[outer].items():
-                mark(log.writes, (*outer, *inner), False, value)
+            for inner, write in self.writes[outer].items():
+                mark(log.writes, (*outer, *inner), False, write)
         self.blobs.forget([tid])
         for key in blob_keys:
             mark(log.blobs, key, False, self.blobs.raw(key))
@@ -305,8 +306,8 @@ class MemoryCache:
             for cid, value in cps.items():
                 mark(log.checkpoints, (tid, ns, cid), True, value)
         for outer in entry.write_keys:
-            for inner, value in self.writes.get(outer, {}).items():
-                mark(log.writes, (*outer, *inner), True, value)
+            for inner, write in self.writes.get(outer, {}).items():
+                mark(log.writes, (*outer, *inner), True, write)
         for key in entry.blob_keys:
             if key in self.blobs:
                 mark(log.blobs, key, True, self.blobs.raw(key))
@@ -341,10 +342,10 @@ class MemoryCache:
                 checkpoints += n
         return threads, checkpoints
 
-    def summaries(self, threads: set[str], serde: SerializerProtocol, summarize: bool) -> list[tuple]:
+    def summaries(self, threads: set[str], serde: SerializerProtocol, summarize: bool) -> list[Summary]:
         """The summary rows of ``threads`` as memory holds them now (outside the lock: each copy
         below is one atomic dict operation, and values never change in place)."""
-        out = []
+        out: list[Summary] = []
         for tid in threads:
             entry = self.entries.get(tid)
             namespaces = self.storage.get(tid)

@@ -12,6 +12,7 @@ from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from persistence.codec import Key
 from persistence.errors import InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
@@ -53,7 +54,7 @@ class Edits:
         self._cache.touch(entry)
 
     def _delete_keys(
-        self, entry: Resident, checkpoints: Sequence[tuple[str, str, str]], blobs: Sequence[tuple] = ()
+        self, entry: Resident, checkpoints: Sequence[tuple[str, str, str]], blobs: Sequence[Key] = ()
     ) -> None:
         """Delete checkpoints (with their writes) and blobs of one thread as tracked tombstones. Under the lock."""
         log = self._cache.changes
@@ -66,8 +67,8 @@ class Edits:
                 mark(log.checkpoints, (tid, ns, cid), True)
                 touched = True
             outer = (tid, ns, cid)
-            for inner, value in self._cache.writes.pop(outer, {}).items():
-                res.grow(entry, -write_size(value))
+            for inner, write in self._cache.writes.pop(outer, {}).items():
+                res.grow(entry, -write_size(write))
                 mark(log.writes, (*outer, *inner), True)
                 touched = True
             entry.write_keys.discard(outer)
@@ -90,9 +91,9 @@ class Edits:
         if touched:
             self._cache.touch(entry)
 
-    def _unreferenced_blobs(self, thread_id: str, entry: Resident, serde: SerializerProtocol) -> list[tuple]:
+    def _unreferenced_blobs(self, thread_id: str, entry: Resident, serde: SerializerProtocol) -> list[Key]:
         """Blobs of the thread that no remaining checkpoint references. Under the lock."""
-        referenced: set[tuple] = set()
+        referenced: set[Key] = set()
         for ns, cps in self._cache.storage.get(thread_id, {}).items():
             for (ctype, cdata), _md, _parent in cps.values():
                 versions = serde.loads_typed((ctype, cdata)).get("channel_versions", {})
@@ -130,21 +131,21 @@ class Edits:
             outer = (target, ns, cid)
             dst_w = self._cache.writes.setdefault(outer, {})
             dst_entry.write_keys.add(outer)
-            for key, value in inner_src.items():
-                old = dst_w.get(key)
-                mark(log.writes, (*outer, *key), old is not None, value)
-                res.grow(dst_entry, write_size(value) - (write_size(old) if old is not None else 0))
-                dst_w[key] = value
+            for idx, write in inner_src.items():
+                old_write = dst_w.get(idx)
+                mark(log.writes, (*outer, *idx), old_write is not None, write)
+                res.grow(dst_entry, write_size(write) - (write_size(old_write) if old_write is not None else 0))
+                dst_w[idx] = write
         for _tid, ns, ch, ver in list(src_entry.blob_keys):
-            value = self._cache.blobs.raw((source, ns, ch, ver))
-            if value is None:
+            blob = self._cache.blobs.raw((source, ns, ch, ver))
+            if blob is None:
                 continue
             key = (target, ns, ch, ver)
-            old = self._cache.blobs.raw(key)
-            mark(log.blobs, key, old is not None, value)
-            res.grow(dst_entry, blob_size(value) - (blob_size(old) if old is not None else 0))
+            old_blob = self._cache.blobs.raw(key)
+            mark(log.blobs, key, old_blob is not None, blob)
+            res.grow(dst_entry, blob_size(blob) - (blob_size(old_blob) if old_blob is not None else 0))
             dst_entry.blob_keys.add(key)
-            self._cache.blobs.store_raw(key, value)
+            self._cache.blobs.store_raw(key, blob)
         self._cache.touch(dst_entry)
 
     def prune(
@@ -181,7 +182,11 @@ class Edits:
             )
         for tid in dict.fromkeys(thread_ids):
             if isinstance(tid, str):
-                self._apply([tid], lambda e, tid=tid: self._prune(tid, e[0], keep, serde))
+
+                def prune(e: list[Resident], tid: str = tid) -> None:
+                    self._prune(tid, e[0], keep, serde)
+
+                self._apply([tid], prune)
 
     def _prune(self, thread_id: str, entry: Resident, keep: int, serde: SerializerProtocol) -> None:
         doomed = []
@@ -229,7 +234,11 @@ class Edits:
         if not self._cache.complete:
             candidates |= set(self._stored_runs(wanted))
         for tid in sorted(candidates):
-            self._apply([tid], lambda e, tid=tid: self._delete_runs(tid, e[0], wanted, serde))
+
+            def delete_runs(e: list[Resident], tid: str = tid) -> None:
+                self._delete_runs(tid, e[0], wanted, serde)
+
+            self._apply([tid], delete_runs)
 
     def _threads_with_runs(
         self, wanted: set[str], thread_ids: Sequence[str], serde: SerializerProtocol

@@ -103,7 +103,7 @@ class Source:
                     "are in with --source-schema (or leave it out for the URL's default search_path)."
                 )
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        found = {}
+        found: dict[str, str] = {}
         for table in SOURCE_TABLES:
             row = conn.execute(
                 "SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -112,7 +112,9 @@ class Source:
             ).fetchone()
             if row is not None:
                 found[table] = row["schema"]
-        path = conn.execute("SELECT array_to_string(current_schemas(false), ', ') AS p").fetchone()["p"] or "(empty)"
+        current = conn.execute("SELECT array_to_string(current_schemas(false), ', ') AS p").fetchone()
+        assert current is not None  # a SELECT without FROM returns one row
+        path = current["p"] or "(empty)"
         store_id = self._hybrid_store(found["checkpoints"]) if "checkpoints" in found else None
         if store_id is not None:
             what = "the target store itself" if store_id == self.own_store else "a HybridSaver store"
@@ -155,6 +157,7 @@ class Source:
             "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AS hybrid",
             (f'"{schema}".generations', f'"{schema}".identity'),
         ).fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
         if not row["hybrid"]:
             return None
         try:
@@ -187,6 +190,7 @@ class Source:
             row = self.conn.execute(
                 "SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (list(thread_ids),)
             ).fetchone()
+        assert row is not None  # an aggregate without GROUP BY returns one row
         return int(row["n"])
 
     @contextmanager

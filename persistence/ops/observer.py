@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from typing import Any
+from typing import Any, overload
 
 from persistence.codec import Blobs
 from persistence.memory import MemoryCache
@@ -24,6 +24,10 @@ def _b(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
+@overload
+def _u(text: str) -> bytes: ...
+@overload
+def _u(text: None) -> None: ...
 def _u(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 

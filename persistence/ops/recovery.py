@@ -22,13 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from persistence.codec import Blobs
+from persistence.codec import Blobs, Key, Typed
 from persistence.db import pid_alive
 from persistence.memory import MemoryCache
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.ops.backup import BackupWriter
 from persistence.records import BackupRun
 from persistence.store import Snapshot, Store
+from persistence.store.records import CheckpointEntry, WriteEntry, WriteIdx, WriteKey
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ class Kept:
     schema: str
     instance_id: int | None
     saved_at: float
-    storage: dict[str, dict[str, dict[str, tuple]]] = field(default_factory=dict)
-    writes: dict[tuple, dict[tuple, tuple]] = field(default_factory=dict)
-    blobs: dict[tuple, tuple] = field(default_factory=dict)
+    storage: dict[str, dict[str, dict[str, CheckpointEntry]]] = field(default_factory=dict)
+    writes: dict[WriteKey, dict[WriteIdx, WriteEntry]] = field(default_factory=dict)
+    blobs: dict[Key, Typed] = field(default_factory=dict)
     changes: dict[str, Any] = field(default_factory=dict)
 
     def threads(self) -> set[str]:
@@ -250,10 +251,10 @@ class Recovery:
             for cid, value in cps.items():
                 mark(log.checkpoints, (fork, ns, cid), False, value)
         for outer, inner in moved.writes.items():
-            for key, value in inner.items():
-                mark(log.writes, (*outer, *key), False, value)
-        for key, value in moved.blobs.items():
-            mark(log.blobs, key, False, value)
+            for key, write in inner.items():
+                mark(log.writes, (*outer, *key), False, write)
+        for key, blob in moved.blobs.items():
+            mark(log.blobs, key, False, blob)
         self._cache.touch(entry)
 
     def written(self) -> None:

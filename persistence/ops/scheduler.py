@@ -16,10 +16,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+# APScheduler 3.x ships neither annotations nor a py.typed marker (and typeshed has no stubs for it)
+from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
 #: where APScheduler's own per-run lines go; raise its level to see them
@@ -44,7 +45,7 @@ def check_interval(seconds: Any) -> float:
     return float(seconds)
 
 
-class _QuietExecutor(ThreadPoolExecutor):
+class _QuietExecutor(ThreadPoolExecutor):  # type: ignore[misc]  # untyped base (see the imports)
     """APScheduler's thread pool with its per-run lines sent to :data:`apscheduler_logger`."""
 
     def start(self, scheduler: Any, alias: str) -> None:
@@ -175,7 +176,7 @@ class BackupScheduler:
 
     @property
     def running(self) -> bool:
-        return self._scheduler.running
+        return bool(self._scheduler.running)
 
     def shutdown(self) -> None:
         """Stop the jobs and wait for a run under way to finish (idempotent)."""

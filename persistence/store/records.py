@@ -5,9 +5,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from persistence.codec import Blobs
 from persistence.store.schema import TABLES, dec, enc
+
+#: a row (or key) of a checkpoint table as a backup writes it: key columns then payload columns in the
+#: order of :data:`~persistence.store.schema.TABLES`, already encoded
+Row = tuple[Any, ...]
+#: a summary row: (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content), ids as str
+Summary = tuple[str, int, int, datetime | None, str | None, str | None, str | None]
+#: InMemorySaver's shapes. A checkpoint in ``storage[thread_id][ns][checkpoint_id]``: (checkpoint, metadata,
+#: parent checkpoint id), each of the two as (type, bytes)
+CheckpointEntry = tuple[tuple[str, bytes], tuple[str, bytes], str | None]
+#: the outer key of ``writes``: (thread_id, checkpoint_ns, checkpoint_id)
+WriteKey = tuple[str, str, str]
+#: the inner key of ``writes[outer]``: (task_id, idx)
+WriteIdx = tuple[str, int]
+#: a write: (task_id, channel, (type, bytes), task_path)
+WriteEntry = tuple[str, str, tuple[str, bytes], str]
+#: a key of ``blobs``: (thread_id, checkpoint_ns, channel, version)
+BlobKey = tuple[str, str, str, str | int | float]
 
 
 @dataclass(frozen=True)
@@ -47,11 +65,11 @@ class Changes:
 
     deleted_threads: list[str] = field(default_factory=list)
     # rows are (key..., payload...) tuples in the column order of TABLES, already encoded
-    rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
-    tombstones: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    rows: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    tombstones: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in TABLES})
     #: (thread_id, checkpoints, bytes, updated_at, newest_checkpoint, title, content) per touched
     #: thread that still has checkpoints; thread ids and checkpoint ids as str
-    summaries: list[tuple] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
     #: every thread these changes touch (filled by whoever builds them; computed when left empty)
     touched: set[str] = field(default_factory=set)
 
@@ -99,13 +117,13 @@ class Written:
 class Snapshot:
     """Raw rows of one state, ready to go into ``InMemorySaver``'s dicts."""
 
-    storage: dict[str, dict[str, dict[str, tuple]]] = field(default_factory=dict)
-    writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple]] = field(default_factory=dict)
+    storage: dict[str, dict[str, dict[str, CheckpointEntry]]] = field(default_factory=dict)
+    writes: dict[WriteKey, dict[WriteIdx, WriteEntry]] = field(default_factory=dict)
     #: encoded as in memory (see :mod:`persistence.codec`): ``[]`` and ``get`` decode
     blobs: Blobs = field(default_factory=Blobs)
     bytes: int = 0
     #: keys removed by a damage check, per table, and what they were (thread id, description)
-    dropped: dict[str, list[tuple]] = field(default_factory=dict)
+    dropped: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     damaged: list[tuple[str, str]] = field(default_factory=list)
 
     @property

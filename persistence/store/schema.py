@@ -14,6 +14,7 @@ restore puts back the summaries of the generation too. ``owners``, ``instances``
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 #: the schema a store lives in unless told otherwise
 DEFAULT_SCHEMA = "hybrid_saver"
@@ -213,14 +214,14 @@ def ddl(schema: str) -> str:
     for version, migration in enumerate(MIGRATIONS, start=1):
         body = "\n".join(line[4:] if line.startswith("    ") else line for line in migration.strip("\n").splitlines())
         parts.append(f"-- migration {version}")
-        text = sql.SQL(body).format(s=sql.Identifier(schema)).as_string(None)  # type: ignore[arg-type]
+        text = sql.SQL(body).format(s=sql.Identifier(schema)).as_string(None)
         parts.append(text.rstrip().rstrip(";") + ";")
         parts.append(f"INSERT INTO {ident}.schema_version (v) VALUES ({version});")
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"
 
 
-def row_crc(payload: tuple) -> int:
+def row_crc(payload: tuple[Any, ...]) -> int:
     """CRC-32 over a row's payload columns, each length-prefixed (None and "" differ)."""
     crc = 0
     for value in payload:
@@ -266,7 +267,7 @@ def dec_version(data: bytes) -> str | int | float:
     raise ValueError(f"unknown version tag {tag!r}")
 
 
-def describe_row(table: str, row: tuple) -> str:
+def describe_row(table: str, row: tuple[Any, ...]) -> str:
     """A row of a checkpoint table as a person reads it (for damaged-row reports)."""
     if table == "checkpoints":
         return f"checkpoint {dec(row[2])}"

@@ -14,6 +14,9 @@ from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from persistence.codec import Key, Typed
+from persistence.store.records import CheckpointEntry
+
 logger = logging.getLogger(__name__)
 
 #: characters of message text kept per thread for search
@@ -21,7 +24,7 @@ TEXT_LIMIT = 16_000
 _ROLES = {"human": "user", "ai": "assistant"}
 
 
-def newest(namespaces: Mapping[str, Mapping[str, tuple]]) -> tuple[str, str] | None:
+def newest(namespaces: Mapping[str, Mapping[str, CheckpointEntry]]) -> tuple[str, str] | None:
     """(namespace, checkpoint id) of the thread's newest checkpoint, the root namespace first."""
     root = namespaces.get("")
     if root:
@@ -38,8 +41,8 @@ def newest(namespaces: Mapping[str, Mapping[str, tuple]]) -> tuple[str, str] | N
 def describe(
     serde: SerializerProtocol,
     thread_id: str,
-    namespaces: Mapping[str, Mapping[str, tuple]],
-    blobs: Mapping[tuple, tuple[str, bytes]],
+    namespaces: Mapping[str, Mapping[str, CheckpointEntry]],
+    blobs: Mapping[Key, Typed],
 ) -> tuple[str | None, str | None]:
     """(title, text of the messages) of a thread's newest checkpoint; None where it has none."""
     head = newest(namespaces)
@@ -57,7 +60,7 @@ def describe(
     return (title if isinstance(title, str) else None), _text(messages)
 
 
-def _channel(serde: SerializerProtocol, blobs: Mapping[tuple, tuple[str, bytes]], key: tuple) -> Any:
+def _channel(serde: SerializerProtocol, blobs: Mapping[Key, Typed], key: Key) -> Any:
     if key[3] is None:
         return None
     blob = blobs.get(key)
