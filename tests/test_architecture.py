@@ -1,9 +1,12 @@
 """The library's layers: no import circle (TYPE_CHECKING imports included), and lower layers never
-import upper ones (memory and store know nothing of the fleet, operations, the CLI or the facade)."""
+import upper ones (memory and store know nothing of the fleet, operations, the CLI or the facade);
+``mypy --strict`` reports nothing outside the files still to do."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +19,20 @@ FORBIDDEN = {
     "persistence.ops": ("persistence.cli",),
 }
 FACADES = ("persistence.saver", "persistence.checkpointer")
+#: files whose ``mypy --strict`` errors are still to fix (they were being reworked when the rest of the
+#: package was made clean). Take a file out once it is clean; never add one: a new error anywhere else
+#: fails :func:`test_mypy_strict_reports_nothing_outside_the_files_still_to_do`
+MYPY_TODO = frozenset(
+    {
+        "persistence/memory/changes.py",
+        "persistence/ops/backup.py",
+        "persistence/ops/restore.py",
+        "persistence/store/directory.py",
+        "persistence/store/generations.py",
+        "persistence/store/rows.py",
+        "persistence/store/upkeep.py",
+    }
+)
 
 
 def _module(path: Path) -> str:
@@ -82,3 +99,20 @@ def test_the_library_never_imports_streamlit_or_pandas() -> None:
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n.split(".")[0] in ("streamlit", "pandas", "plotly") for n in names), path
+
+
+def test_mypy_strict_reports_nothing_outside_the_files_still_to_do() -> None:
+    """``mypy --strict persistence/`` (incremental: ``.mypy_cache`` makes a rerun take seconds) finds no
+    error outside :data:`MYPY_TODO`, so the count of errors can only go down."""
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "persistence/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    # 1 means it found errors, 2 that mypy itself failed (which must not pass for a clean run)
+    assert checked.returncode == (1 if errors else 0), checked.stdout + checked.stderr
+    elsewhere = [e for e in errors if Path(e.split(":", 1)[0]).as_posix() not in MYPY_TODO]
+    assert not elsewhere, "mypy --strict errors outside MYPY_TODO:\n" + "\n".join(elsewhere)
