@@ -279,6 +279,17 @@ TARGETS: list[Target] = [
         ),
     ),
     Target(
+        "long_thread_counted_vs_real",
+        "what the budget counts of the longest thread loaded afresh / its real memory (tracemalloc)",
+        ">=",
+        0.8,
+        lambda r: _long(r)["hybrid_counted_vs_real"],
+        lambda r: (
+            f"{_long(r)['hybrid_counted_bytes_after_reload'] / 1e6:.2f} MB counted vs "
+            f"{_long(r)['hybrid_real_bytes'] / 1e6:.2f} MB real"
+        ),
+    ),
+    Target(
         "long_thread_turn_vs_inmemory",
         "graph turn on the longest thread, HybridSaver / InMemorySaver (median)",
         "<=",
