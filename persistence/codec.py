@@ -117,7 +117,8 @@ class Blobs(dict[Key, Typed]):
     # -- writes ---------------------------------------------------------------------------------
 
     def __setitem__(self, key: Key, value: Typed) -> None:
-        self._drop_decoded(key)
+        if dict.__contains__(self, key):  # decoded versions are kept only of keys the dict holds
+            self._drop_decoded(key)
         if _eligible(value):
             value = self._encode(key, value)
         dict.__setitem__(self, key, value)

@@ -104,15 +104,15 @@ def put_checkpoint(
         else:
             cps[checkpoint_id] = old_cp
         raise unserialisable(exc, "the checkpoint") from exc
-    res = cache.residency
-    res.grow(entry, checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0))
+    grown = checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0)
     log = cache.changes
     mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
     for key, old in zip(keys, old_blobs, strict=True):
         value = blobs.raw(key)
         entry.blob_keys.add(key)
-        res.grow(entry, blob_size(value) - (blob_size(old) if old is not None else 0))
+        grown += blob_size(value) - (blob_size(old) if old is not None else 0)
         mark(log.blobs, key, old is not None, value)
+    cache.residency.grow(entry, grown)
     cache.touch(entry)
     return result
 
