@@ -8,12 +8,13 @@ outside the saver's lock, and they are exactly the state at the moment of the sw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from persistence.store import Changes, Snapshot
-from persistence.store.schema import enc, enc_version
+from persistence.store.schema import TABLES, enc, enc_version
 
 
 @dataclass
@@ -26,6 +27,8 @@ class ChangeLog:
     deleted_threads: set[str] = field(default_factory=set)
     #: wall time of the oldest change in the record (None when it is empty)
     since: float | None = None
+    #: the encoded strings of :meth:`to_changes`, kept for :meth:`fill`
+    _encoded: _Encoded = field(default_factory=lambda: _Encoded(), repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.checkpoints) + len(self.writes) + len(self.blobs) + len(self.deleted_threads)
@@ -67,41 +70,61 @@ class ChangeLog:
         if cut.since is not None:
             self.since = cut.since if self.since is None else min(cut.since, self.since)
 
-    def to_changes(self, touched: set[str] | None = None) -> Changes:
+    def to_changes(self, touched: set[str] | None = None, later: Collection[str] = ()) -> Changes:
         """The rows and tombstones of this record (a cut: no lock needed, it is no longer shared).
 
-        ``touched`` is :meth:`threads` when the caller has it already.
+        ``touched`` is :meth:`threads` when the caller has it already. The tables in ``later`` are
+        left empty, for :meth:`fill` to add theirs while the server takes in the first table's rows.
         """
         changes = Changes(deleted_threads=sorted(self.deleted_threads))
-        rows, tombs = changes.rows, changes.tombstones
         # thread ids, namespaces, checkpoint ids (a row's, its writes', its child's parent), channels
         # and task paths repeat from row to row: each is encoded once
-        e = _Encoded()
-        cp_rows, cp_tombs = rows["checkpoints"], tombs["checkpoints"]
-        for (tid, ns, cid), (existed, entry) in self.checkpoints.items():
-            t, n, c = e[tid], e[ns], e[cid]
-            if existed:
-                cp_tombs.append((t, n, c))
-            if entry is not None:
-                (ctype, cdata), (mtype, mdata), parent = entry
-                cp_rows.append((t, n, c, e[parent] if parent is not None else None, ctype, cdata, mtype, mdata))
-        w_rows, w_tombs = rows["writes"], tombs["writes"]
-        for (tid, ns, cid, task, idx), (existed, value) in self.writes.items():
-            t, n, c, k = e[tid], e[ns], e[cid], e[task]
-            if existed:
-                w_tombs.append((t, n, c, k, idx))
-            if value is not None:
-                _task, channel, (vtype, vdata), path = value
-                w_rows.append((t, n, c, k, idx, e[channel], vtype, vdata, e[path]))
-        b_rows, b_tombs = rows["blobs"], tombs["blobs"]
-        for (tid, ns, ch, ver), (existed, value) in self.blobs.items():
-            t, n, c, v = e[tid], e[ns], e[ch], enc_version(ver)
-            if existed:
-                b_tombs.append((t, n, c, v))
-            if value is not None:
-                b_rows.append((t, n, c, v, value[0], value[1]))
+        self._encoded = _Encoded()
+        for table in TABLES:
+            if table not in later:
+                for _step in self.fill(changes, table, frozenset(), step=None):
+                    pass
         changes.touched = self.threads() if touched is None else touched
         return changes
+
+    def fill(self, changes: Changes, table: str, skip: Collection[str], step: int | None = 1000) -> Iterator[None]:
+        """Add the rows and tombstones of ``table`` to ``changes``, leaving out the threads in ``skip``
+        (refused by fencing); a generator that pauses after every ``step`` keys (None: never)."""
+        e = self._encoded
+        rows, tombs = changes.rows[table], changes.tombstones[table]
+        items: Iterable[tuple[tuple, tuple[bool, Any]]] = {
+            "checkpoints": self.checkpoints,
+            "writes": self.writes,
+            "blobs": self.blobs,
+        }[table].items()
+        if skip:
+            items = [item for item in items if item[0][0] not in skip]
+        chunks = [items] if step is None else _chunks(items, step)
+        for chunk in chunks:
+            if table == "checkpoints":
+                for (tid, ns, cid), (existed, entry) in chunk:
+                    t, n, c = e[tid], e[ns], e[cid]
+                    if existed:
+                        tombs.append((t, n, c))
+                    if entry is not None:
+                        (ctype, cdata), (mtype, mdata), parent = entry
+                        rows.append((t, n, c, e[parent] if parent is not None else None, ctype, cdata, mtype, mdata))
+            elif table == "writes":
+                for (tid, ns, cid, task, idx), (existed, value) in chunk:
+                    t, n, c, k = e[tid], e[ns], e[cid], e[task]
+                    if existed:
+                        tombs.append((t, n, c, k, idx))
+                    if value is not None:
+                        _task, channel, (vtype, vdata), path = value
+                        rows.append((t, n, c, k, idx, e[channel], vtype, vdata, e[path]))
+            else:
+                for (tid, ns, ch, ver), (existed, value) in chunk:
+                    t, n, c, v = e[tid], e[ns], e[ch], enc_version(ver)
+                    if existed:
+                        tombs.append((t, n, c, v))
+                    if value is not None:
+                        rows.append((t, n, c, v, value[0], value[1]))
+            yield
 
     def split(self, threads: set[str]) -> ChangeLog:
         """Move the keys of ``threads`` out of this record into a new one."""
@@ -125,6 +148,12 @@ class ChangeLog:
                 if key[0] in counts:
                     counts[key[0]] += 1
         return counts
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 class _Encoded(dict[str, bytes]):

@@ -30,6 +30,7 @@ from persistence.records import BackupRun
 from persistence.serde import encrypts
 from persistence.store import Store
 from persistence.store.link import DatabaseLink
+from persistence.store.rows import LAZY_SUMMARY_ROWS
 from persistence.tally import RunTally
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,10 @@ class BackupWriter:
             cache.changes.merge_back(cut.split(threads - tokens.keys()))
         lag = time.time() - cut.since if cut.since is not None else 0.0
         pending = len(cut)
-        # what stays in the cut is the changes of the claimed threads
-        changes = cut.to_changes(touched=set(tokens))
+        # what stays in the cut is the changes of the claimed threads; a large cut's writes and blobs
+        # rows are built while the server takes in its checkpoints
+        later = ("writes", "blobs") if cut.checkpoints and len(cut) >= LAZY_SUMMARY_ROWS else ()
+        changes = cut.to_changes(touched=set(tokens), later=later)
         serde, summarize = self._serde, self._summarize
         error = None
         written = None
@@ -180,6 +183,7 @@ class BackupWriter:
                 owner=self._membership.instance_id,
                 tokens=tokens,
                 summarize=lambda threads: cache.summaries(threads, serde, summarize),
+                later=(lambda into, refused: {t: cut.fill(into, t, refused) for t in later}) if later else None,
             )
             if retain and written.generation is not None:
                 self._retain_some()

@@ -28,7 +28,7 @@ from persistence.store.place import Place
 from persistence.store.records import Changes, Generation, Snapshot, Written
 from persistence.store.rows import (
     LAZY_SUMMARY_ROWS,
-    SummaryWork,
+    Background,
     build_snapshot,
     bytes_loader,
     copy_in,
@@ -197,6 +197,7 @@ class Store:
         owner: int | None = None,
         tokens: dict[str, int] | None = None,
         summarize: Callable[[set[str]], list[tuple]] | None = None,
+        later: Callable[[Changes, set[str]], dict[str, Iterator[None]]] | None = None,
     ) -> Written:
         """Write ``changes`` as a new generation in one transaction.
 
@@ -205,13 +206,23 @@ class Store:
         backup with nothing to write (or nothing left after fencing) writes no generation.
 
         ``summarize(threads)`` returns the summary rows of ``threads`` (they replace
-        ``changes.summaries``). For a large backup they are made for the threads written only, a few at
-        a time while the server takes in the rows; a small one makes them first, before the
+        ``changes.summaries``). ``later(changes, refused)`` returns, for tables whose rows are not in
+        ``changes`` yet, the steps that add them (leaving out the ``refused`` threads). For a large
+        backup the summaries and those rows are made while the server takes in the first rows,
+        the summaries for the threads written only; a small one makes its summaries first, before the
         transaction locks anything (so the locks are held no longer for them).
         """
+        if later is not None and changes.empty:
+            # nothing to send first: no COPY to build the other rows behind
+            for steps in later(changes, set()).values():
+                for _step in steps:
+                    pass
+            later = None
         if changes.empty:
             return Written(None)
-        lazy = summarize is not None and sum(map(len, changes.rows.values())) >= LAZY_SUMMARY_ROWS
+        lazy = later is not None or (
+            summarize is not None and sum(map(len, changes.rows.values())) >= LAZY_SUMMARY_ROWS
+        )
         if summarize is not None and not lazy:
             changes.summaries = summarize(changes.threads())
         with pool_connection(self.pool) as conn, conn.transaction():
@@ -221,9 +232,15 @@ class Store:
                 owned = self._owned(conn, owner, touched, tokens)
                 refused = [t for t in touched if t not in owned]
                 changes = changes.without(set(refused))
-                if changes.empty:
-                    return Written(None, refused=refused)
-            background = SummaryWork(summarize, changes.threads()) if lazy and summarize is not None else None
+            background = None
+            if lazy:
+                tables = later(changes, set(refused)) if later is not None else {}
+                background = Background(tables, summarize, changes.threads())
+                if changes.empty and changes.threads():
+                    for table in tables:
+                        background.complete(table)
+            if changes.empty:
+                return Written(None, refused=refused)
             touched_enc = sorted({enc(t) for t in changes.threads()})
             gen, threads_before, checkpoints = next_generation(conn, self._s, trigger, kind)
             live_before = self._live_threads(conn, touched_enc)
@@ -272,7 +289,7 @@ class Store:
         changes: Changes,
         touched: list[bytes],
         gen: int,
-        background: SummaryWork | None = None,
+        background: Background | None = None,
     ) -> tuple[int, int]:
         nrows = nbytes = 0
         idle = background.step if background is not None else None
@@ -289,6 +306,8 @@ class Store:
                     )
                     nrows += max(cur.rowcount, 0)
             for table, (keys, _payload, types) in TABLES.items():
+                if background is not None:
+                    background.complete(table)
                 tomb = changes.tombstones[table]
                 if tomb:
                     cols = list(zip(*tomb, strict=True))

@@ -187,31 +187,57 @@ def _drain(pgconn: Any) -> Generator[Wait, Any, None]:
             continue
 
 
-#: rows from which a backup makes its summaries while the server takes in its rows (smaller ones
-#: make them first, outside the transaction)
+#: rows from which a backup does part of its Python work while the server takes in its rows
+#: (smaller ones do it first, outside the transaction)
 LAZY_SUMMARY_ROWS = 5_000
 
 
-class SummaryWork:
-    """The summary rows of a backup's threads, made one thread per :meth:`step` (the work a COPY
-    writer does while it waits for the server)."""
+class Background:
+    """A backup's Python work done while its COPY waits for the server, one small step at a time:
+    the rows of tables still to be built (each finished before its COPY), then the summary rows.
 
-    def __init__(self, summarize: Callable[[set[str]], list[tuple]], threads: set[str]) -> None:
-        self._summarize = summarize
-        self._todo = list(threads)
-        self.rows: list[tuple] = []
+    ``tables`` maps a table to the steps that build its rows; ``summarize(threads)`` returns the
+    summary rows of ``threads``, made one thread per step.
+    """
+
+    def __init__(
+        self,
+        tables: dict[str, Iterator[None]],
+        summarize: Callable[[set[str]], list[tuple]] | None,
+        threads: set[str],
+    ) -> None:
+        self._work: dict[str, Iterator[None]] = dict(tables)
+        self.summaries: list[tuple] = []
+        if summarize is not None:
+            self._work["summaries"] = self._summaries(summarize, list(threads))
+
+    def _summaries(self, summarize: Callable[[set[str]], list[tuple]], threads: list[str]) -> Iterator[None]:
+        for tid in threads:
+            self.summaries.extend(summarize({tid}))
+            yield
 
     def step(self) -> bool:
-        """Summarise one more thread; False when every thread is done."""
-        if not self._todo:
-            return False
-        self.rows.extend(self._summarize({self._todo.pop()}))
-        return True
+        """Do one more step; False when everything is done."""
+        for name, steps in self._work.items():
+            if next(steps, _DONE) is not _DONE:
+                return True
+            del self._work[name]
+            return bool(self._work)
+        return False
+
+    def complete(self, name: str) -> None:
+        """Do what is left of ``name`` (a table whose rows are needed now, or "summaries")."""
+        for _step in self._work.pop(name, ()):
+            pass
 
     def finish(self) -> list[tuple]:
-        while self.step():
-            pass
-        return self.rows
+        """Do everything left; return the summary rows."""
+        for name in list(self._work):
+            self.complete(name)
+        return self.summaries
+
+
+_DONE = object()
 
 
 class _BytesLoader(ByteaBinaryLoader):
@@ -331,7 +357,7 @@ def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> S
 
 __all__ = [
     "LAZY_SUMMARY_ROWS",
-    "SummaryWork",
+    "Background",
     "build_snapshot",
     "bytes_loader",
     "copy_in",
