@@ -52,11 +52,12 @@ def _restore(req: dict) -> bool:
     with ui.reporting("Restore", runtime) as outcome:
         result = saver.restore(generation, thread_id=thread_id, progress=progress)
         if thread_id is not None:
-            # one thread: its checkpoints then and now (two indexed reads); a restore of every thread
-            # commits the generation's own rows, and its totals are the generation's
-            then = saver.store.thread_counts(generation, thread_id)
+            # one thread: its checkpoints in the generation (read by the restore before it wrote: retention
+            # may drop the generation right after) against now (one indexed read); a restore of every
+            # thread commits the generation's own rows, and its totals are the generation's
             now = saver.store.thread_counts(None, thread_id)
-            mismatched = [thread_id] if then != now else []
+            restored = sum(n for n, _ in now.values())
+            mismatched = [thread_id] if restored != result.checkpoints else []
     if outcome.failed:
         return False
     bar.progress(1.0, text=f"**Done** · {done[-1] if done else 'restored'}")

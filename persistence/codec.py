@@ -163,12 +163,13 @@ class Blobs(dict[Key, Typed]):
         assert chain is not None
         self._index[chain_key][key[3]] = len(chain)
         chain.append(key[3])
+        # incompressible: kept whole (still a valid base), and read as it is: nothing to keep decoded
+        whole = len(encoded[1]) >= len(data)
         with self._cache_lock:
             self._cool(chain_key, newest=key)
-            self._keep_hot(key, data)
-        if len(encoded[1]) >= len(data):  # incompressible: keep it whole (still a valid base)
-            return value
-        return encoded
+            if not whole:
+                self._keep_hot(key, data)
+        return value if whole else encoded
 
     # -- reads ----------------------------------------------------------------------------------
 

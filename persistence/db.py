@@ -39,12 +39,12 @@ CONNECT_TIMEOUT = 5
 POOL_TIMEOUT = 5.0
 #: seconds a request waits for a pool connection before it checks the server directly
 POOL_PROBE_AFTER = 0.5
-#: seconds a server found down stays "down" for the next requests (they do not wait to probe again)
+#: seconds a server found down stays "down" for the next requests: they wait for the pool only briefly,
+#: and do not probe again (unless the probe failed at once, see :data:`REFUSED_WITHIN`)
 DOWN_MEMO = 1.0
-#: ... when the probe failed at once (connection refused, no socket: a server stopped or restarting,
-#: which answers again any moment and costs nothing to probe): only a burst of requests shares it
-REFUSED_MEMO = 0.1
-#: a probe that failed within this many seconds failed "at once"
+#: a probe that failed within this many seconds failed at once (connection refused, no socket: a server
+#: stopped or restarting, which may answer again any moment): such a probe costs nothing, so the next
+#: request probes again instead of trusting the memo
 REFUSED_WITHIN = 0.2
 
 #: what the saver's own sessions run with, whatever the role or the database sets: a role's
@@ -60,8 +60,8 @@ _SET_SESSION = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name
 #: the errors that mean "PostgreSQL cannot be reached now" (retry later), as opposed to a refusal
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable)
 
-#: url -> (until when, why) of the last direct check that found the server down
-_down: dict[str, tuple[float, str]] = {}
+#: url -> (until when, why, whether it failed at once) of the last direct check that found the server down
+_down: dict[str, tuple[float, str, bool]] = {}
 #: url -> when a direct check last found the server up (while the pool had no connection to give)
 _up: dict[str, float] = {}
 _probe_lock = threading.Lock()
@@ -203,7 +203,7 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
     try:
         conn = pool.getconn(timeout=0.05 if _remembered_down(url) else POOL_PROBE_AFTER)
         for _ in range(pool.max_size):
-            if not _ended_by_server(conn):
+            if not ended_by_server(conn):
                 break
             # a restart (or pg_terminate_backend) ended this idle connection: the pool drops it (and
             # connects anew at once) instead of handing it to a backup that would fail on it; a server
@@ -214,18 +214,18 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
             conn = pool.getconn(timeout=POOL_PROBE_AFTER)
     except PoolTimeout:
         with _probe_lock:
-            down = _remembered_down(url)
-            if down is not None:
-                raise DatabaseUnavailable(down) from None
+            down = _down.get(url)
+            remembered = down is not None and time.monotonic() < down[0]
+            if down is not None and remembered and not down[2]:
+                raise DatabaseUnavailable(down[1]) from None
             checked = _up.get(url)
-            if checked is None or time.monotonic() - checked >= DOWN_MEMO:
+            if remembered or checked is None or time.monotonic() - checked >= DOWN_MEMO:
                 probed = time.monotonic()
                 try:
                     check_connection(url, timeout=2)
                 except DatabaseUnavailable as exc:
                     now = time.monotonic()
-                    memo = REFUSED_MEMO if now - probed < REFUSED_WITHIN else DOWN_MEMO
-                    _down[url] = (now + memo, str(exc))
+                    _down[url] = (now + DOWN_MEMO, str(exc), now - probed < REFUSED_WITHIN)
                     raise
                 _down.pop(url, None)
                 _up[url] = time.monotonic()
@@ -235,17 +235,18 @@ def _acquire(pool: ConnectionPool, *, wait_if_busy: bool) -> psycopg.Connection 
     return conn
 
 
-def _ended_by_server(conn: psycopg.Connection) -> bool:
+def ended_by_server(conn: psycopg.Connection) -> bool:
     """The server ended this idle pool connection: its socket has something to read (the server's
     last error, or the end of the stream), which an idle connection nothing listens on never has.
-    No round trip: a zero-timeout poll of the socket."""
+    No round trip: a zero-timeout poll of the socket (``poll``, not ``select``: any fd number)."""
     if conn.closed or conn.broken:
         return True
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
+        return False  # cannot tell: the connection's first statement will
 
 
 def ensure_pool_serves(pool: ConnectionPool) -> None:
@@ -386,6 +387,7 @@ __all__ = [
     "configure_session",
     "connect_session",
     "check_connection",
+    "ended_by_server",
     "describe_url",
     "embedded_url",
     "mask_url",

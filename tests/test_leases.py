@@ -16,13 +16,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from helpers.fleet import Driver, MemberProc, fleet_of, stop_all
+from helpers.state import human_texts
 from psycopg_pool import ConnectionPool
 from test_fleet import texts_of
 
+from agent import build_graph, chat_turn
+from agent.responder import OfflineResponder
+from persistence import HybridSaver
+from persistence.fleet import lease, ownership
+from persistence.ops import attach
 from persistence.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -172,3 +179,53 @@ def test_a_frozen_member_is_taken_over_after_its_lease_and_never_writes_again(fl
     assert reply.status_code == 200 and reply.json()["seen"] == 3, reply.text
     stop_all([a, b])
     assert texts_of(store.load(), "frozen") == ["note frozen 0", "note frozen 1", "note frozen 2"]
+
+
+def test_a_warm_load_claimed_before_a_lapse_is_read_again_not_installed(
+    open_saver: Callable[..., HybridSaver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background warm batch claims its threads; before it installs them, the member's lease lapses
+    (its renewals fail: frozen or cut off) and another member takes one of them and writes a turn. When
+    the lease is renewed, the batch's load is thrown away (its token is the other member's now): the
+    thread is claimed again on use, handed over with the other member's turn, and nothing is lost."""
+    with open_saver() as seed:
+        chat_turn(build_graph(seed, OfflineResponder()), "X", "my name is Ana")
+    monkeypatch.setattr(attach, "WARM_FIRST_BYTES", 0)  # X comes with the background batch
+    claimed, go = threading.Event(), threading.Event()
+    grant_and_load = ownership.Ownership._grant_and_load
+
+    def held_batch(self: ownership.Ownership, ids: list[str]) -> Any:
+        if threading.current_thread().name != "hybrid-saver-warm":
+            return grant_and_load(self, ids)
+        tokens = self.claim(ids, wait=False)
+        claimed.set()
+        assert go.wait(30)  # between the batch's claim and its read and install
+        return self._store.load_threads(list(tokens)), dict(tokens)
+
+    monkeypatch.setattr(ownership.Ownership, "_grant_and_load", held_batch)
+    frozen: set[int] = set()
+    renew = lease.Lease.renew
+    monkeypatch.setattr(lease.Lease, "renew", lambda self: False if id(self) in frozen else renew(self))
+    b = open_saver(lease_seconds=1.0, handoff_timeout=3.0)
+    assert claimed.wait(10)
+    frozen.add(id(b.membership.lease))
+    time.sleep(2.5)  # b cannot renew: its lease runs out in the store
+    c = open_saver(lease_seconds=1.0, warm_start=False)
+    graph_c = build_graph(c, OfflineResponder())
+    assert chat_turn(graph_c, "X", "my name is Bob").startswith("Got it: your name is Bob")
+    assert c.backup().ok
+    frozen.clear()
+    deadline = time.monotonic() + 10
+    while not b.membership.lease.valid() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.membership.lease.valid()
+    go.set()
+    assert b.wait_warm(10)
+    assert "X" not in b.cache.entries  # the batch's load was read before the lapse: not installed
+    graph_b = build_graph(b, OfflineResponder())
+    assert chat_turn(graph_b, "X", "what is my name?") == "Your name is Bob."  # handed over from c
+    chat_turn(graph_b, "X", "I live in Paris")
+    run = b.backup()
+    assert run.ok and not run.refused, run
+    texts = human_texts(c, "X")  # c asks for it back
+    assert texts == ["my name is Ana", "my name is Bob", "what is my name?", "I live in Paris"], texts

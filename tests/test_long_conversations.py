@@ -6,6 +6,7 @@ InMemorySaver's bytes."""
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
@@ -93,6 +94,11 @@ def test_small_and_encrypted_values_are_kept_as_they_are() -> None:
     blobs[("t", "", "c", 1)] = ("empty", b"")
     assert blobs.raw(("t", "", "a", 1)) == small and blobs.raw(("t", "", "b", 1)) == secret
     assert blobs.raw(("t", "", "c", 1)) == ("empty", b"")
+    # incompressible: kept whole, and nothing kept decoded beside it (it would be counted twice)
+    noise = ("bytes", os.urandom(100_000))
+    blobs[("t", "", "d", 1)] = noise
+    assert blobs.raw(("t", "", "d", 1)) is noise and blobs[("t", "", "d", 1)] == noise
+    assert blobs.hot_bytes == 0 and blobs.decoded_bytes == 0
 
 
 def _payload(saver: InMemorySaver) -> int:

@@ -185,6 +185,9 @@ class Ownership:
         # lock through its backup and may renew the lease (and so revalidate) from inside it; the other
         # order deadlocked the lease thread against that release
         with self._cache.lock, self._regain:
+            # loads under way claimed before the lapse: their tokens may be another member's now, so
+            # they are thrown away (read again) rather than installed after this look at the entries
+            self._cache.residency.store_epoch += 1
             self._revalidate()
 
     def _revalidate(self) -> None:
@@ -213,6 +216,8 @@ class Ownership:
                     entry.token = token
             cache.drop(drop, "this member could not renew its lease for a while")
             cache.guard.mark_moved(drop)
+            if drop:
+                cache.complete = False  # another member took some: memory no longer holds the whole store
         if given_back:
             membership.release(given_back)
         if granted:
@@ -339,10 +344,6 @@ class Ownership:
         self.others_seen = any(m.alive and m.instance_id != me for m in self._membership.members())
         return self.others_seen
 
-    def refresh_complete(self) -> None:
-        """Memory holds the whole store when there is no budget and no other live member."""
-        self._cache.complete = not self.others_alive()
-
     def warm(self, first: int | None = None) -> int:
         """Load the most recently updated free threads until half the budget is used (all of them
         without a budget), or until ``first`` stored bytes are loaded. Returns how many threads were
@@ -358,9 +359,12 @@ class Ownership:
             loaded += res.load_many(candidates[start : start + WARM_BATCH], self._grant_and_load)
         return loaded
 
-    def _holds_every_free_thread(self) -> bool:
-        """Every thread of the store that no live member holds is resident here (read again: a
-        thread written meanwhile by a member that came and went is not in memory)."""
+    def _holds_the_whole_store(self) -> bool:
+        """No other member is alive, and then every thread of the store is resident here. In that
+        order: a member that stops cleanly backs up first, so a thread it wrote is in the store once it
+        is no longer alive (and a killed one stays alive until its lease ends)."""
+        if self.others_alive():
+            return False
         entries = self._cache.entries
         return all(t in entries for t in self._membership.warm_candidates(None))
 
@@ -374,19 +378,32 @@ class Ownership:
 
         def run() -> None:
             started = time.perf_counter()
-            try:
-                loaded = self.warm()
-                if self._budget is None and not self._closed():
-                    self._cache.complete = self._holds_every_free_thread() and not self.others_alive()
-            except Exception as exc:  # noqa: BLE001 - threads load on demand anyway
-                logger.warning("warm start stopped: %s", self._link.scrub(f"{type(exc).__name__}: {exc}"))
+            delay = 1.0
+            while not self._closed():
+                seen = self._cache.complete_epoch
+                try:
+                    loaded = self.warm()
+                    if self._budget is None and not self._closed() and self._holds_the_whole_store():
+                        self._cache.set_complete_since(seen)
+                except Exception as exc:  # noqa: BLE001 - threads load on demand meanwhile; try again later
+                    log = logger.warning if delay == 1.0 else logger.debug
+                    log(
+                        "warm start interrupted (%s); it goes on in %.0f s, threads load on demand meanwhile",
+                        self._link.scrub(f"{type(exc).__name__}: {exc}"),
+                        delay,
+                    )
+                    stop = time.monotonic() + delay
+                    while time.monotonic() < stop and not self._closed():
+                        time.sleep(0.1)
+                    delay = min(delay * 2, 60.0)
+                    continue
+                if loaded:
+                    logger.info(
+                        "warm start: %s more threads loaded in the background in %.1f s",
+                        loaded,
+                        time.perf_counter() - started,
+                    )
                 return
-            if loaded:
-                logger.info(
-                    "warm start: %s more threads loaded in the background in %.1f s",
-                    loaded,
-                    time.perf_counter() - started,
-                )
 
         self._warming = threading.Thread(target=run, name="hybrid-saver-warm", daemon=True)
         self._warming.start()

@@ -65,11 +65,32 @@ class MemoryCache:
         )
         #: threads a restore rewrote under runs that may still be in flight
         self.guard = RestoreGuard(self.storage)
-        #: memory holds every thread of the store, so an unknown thread is a new one (known only once
-        #: attached: a saver that starts offline cannot tell a new thread from a stored one)
-        self.complete = False
+        self._complete = False
+        #: bumped whenever ``complete`` turns False: a look at the store made before must not set it again
+        self.complete_epoch = 0
         self._loader: Loader | None = None
         self._pressure: Pressure | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Memory holds every thread of the store, so an unknown thread is a new one (known only once
+        attached: a saver that starts offline cannot tell a new thread from a stored one)."""
+        return self._complete
+
+    @complete.setter
+    def complete(self, value: bool) -> None:
+        if not value:
+            self.complete_epoch += 1
+        self._complete = value
+
+    def set_complete_since(self, epoch: int) -> bool:
+        """Memory holds the whole store, as found by a look that began when ``complete_epoch`` was
+        ``epoch``: set ``complete`` unless something turned it False since (then the look is stale)."""
+        with self.lock:
+            if self.complete_epoch != epoch:
+                return False
+            self._complete = True
+            return True
 
     def bind(self, loader: Loader, pressure: Pressure) -> None:
         """Give the cache what it calls on a miss (``loader``) and when memory presses (``pressure``)."""

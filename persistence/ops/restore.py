@@ -210,7 +210,11 @@ class Restorer:
                 damaged,
             )
         # the source generation's totals, read now: retention right after the restore may drop it (the oldest kept)
-        source_counts = self._generation_counts(generation) if thread_id is None else (None, None)
+        if thread_id is None:
+            source_counts = self._generation_counts(generation)
+        else:
+            held = self._store.thread_counts(generation, thread_id)
+            source_counts = len(held), sum(n for n, _ in held.values())
         with self._writer.exclusive():
             hold = _Hold(
                 self._cache, self._link, self._ownership, self._membership, self._messenger, self._member, thread_id
@@ -230,12 +234,9 @@ class Restorer:
             self._reload_after_restore(thread_id)
         report("finishing", 0.8, "recording the run")
         counts = self._generation_counts(new)
-        if thread_id is None:
-            # the generation's own totals: counting its rows again takes seconds on a large store
-            threads, checkpoints = source_counts
-        else:
-            restored = self._store.thread_counts(generation, thread_id)
-            threads, checkpoints = len(restored), sum(n for n, _ in restored.values())
+        # the source's totals, read before the rewrite (counting the rows again takes seconds on a large
+        # store, and retention may have dropped the source since)
+        threads, checkpoints = source_counts
         self._writer.record(
             BackupRun(trigger="restore", started_at=started, finished_at=datetime.now(UTC), generation=new),
             request_id,

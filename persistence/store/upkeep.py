@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import PoolTimeout
 
-from persistence.db import pool_connection
+from persistence.db import ended_by_server, pool_connection
 from persistence.errors import ThreadNotFound
 from persistence.store.records import RestoreWindow
 from persistence.store.rows import bytes_loader, live_at, next_generation
@@ -466,6 +466,10 @@ class _ParallelVerify:
             conn = pool.getconn(timeout=1.0)
         except PoolTimeout:
             return  # the pool is busy: the caller's connection checks every range
+        if ended_by_server(conn):  # a restart ended it: the pool drops it, the caller checks every range
+            conn.close()
+            pool.putconn(conn)
+            return
         try:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction(), conn.cursor() as cur:
