@@ -127,7 +127,7 @@ def test_a_lone_member_without_a_budget_serves_before_the_whole_store_is_in(
     hold = threading.Event()
     whole_store_read = Membership.warm_candidates
 
-    def candidates(self: Membership, limit_bytes: int | None, limit_threads: int = 1_000_000) -> list[str]:
+    def candidates(self: Membership, limit_bytes: int | None, limit_threads: int | None = 1_000_000) -> list[str]:
         if limit_bytes is None:  # the background's read of every free thread waits for the test
             assert hold.wait(60)
         return whole_store_read(self, limit_bytes, limit_threads)

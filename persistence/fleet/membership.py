@@ -307,9 +307,9 @@ class Membership:
             ).fetchall()
         return {dec(r[0]): int(r[1]) for r in rows}
 
-    def warm_candidates(self, limit_bytes: int | None, limit_threads: int = 1_000_000) -> list[str]:
+    def warm_candidates(self, limit_bytes: int | None, limit_threads: int | None = 1_000_000) -> list[str]:
         """The most recently updated threads that no live member holds, until their stored sizes
-        add up to ``limit_bytes`` (all of them when None)."""
+        add up to ``limit_bytes`` (all of them when None), at most ``limit_threads`` (None: no limit)."""
         out: list[str] = []
         total = 0
         with pool_connection(self.pool) as conn, conn.transaction(), conn.cursor(name="hybrid_saver_warm") as cur:

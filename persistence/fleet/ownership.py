@@ -366,7 +366,7 @@ class Ownership:
         if self.others_alive():
             return False
         entries = self._cache.entries
-        return all(t in entries for t in self._membership.warm_candidates(None))
+        return all(t in entries for t in self._membership.warm_candidates(None, None))
 
     def _grant_and_load(self, thread_ids: Sequence[str]) -> tuple[Snapshot, dict[str, int | None]]:
         tokens = self.claim(thread_ids, wait=False)
