@@ -207,7 +207,16 @@ def _warm_start(
     Returns the figures and the warm-started saver (open, holding the state).
     """
     raw_before, raw_cpu_before, nrows = rawcopy.copy_out(url, f"raw_{schema}", cpu=cpu)
-    warm_s, warm_cpu_s, saver = cpu.measure(lambda: open_hybrid(url, schema, pinned_serde(templates)))
+
+    def open_warm() -> HybridSaver:
+        # the warm start runs in the background: timed until every thread is in memory
+        opened = open_hybrid(url, schema, pinned_serde(templates))
+        if not opened.wait_warm(600):
+            opened.close()
+            raise RuntimeError(f"the warm start of {checkpoints} checkpoints did not finish in 600 s")
+        return opened
+
+    warm_s, warm_cpu_s, saver = cpu.measure(open_warm)
     try:
         saver.serde.enabled = False
         loaded = saver.stats().checkpoints
