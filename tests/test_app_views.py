@@ -211,3 +211,48 @@ def test_to_jsonable_handles_what_states_hold() -> None:
     json.dumps(out)
     assert out["m"][0]["content"] == "hi" and out["b"] == {"$bytes": "AAE="} and out["s"] == [1, 3]
     assert out["t"][:2] == [1, 2.5] and out["d"].startswith("2026-01-01") and "1" in out
+
+
+def test_summaries_read_langgraph_msgpack_as_plain_values_and_say_what_the_serde_would() -> None:
+    """A backup summarises every thread it touches; it reads LangGraph's own msgpack without building
+    the message objects, and must find the same title and text as the serde does (tool calls, content
+    lists, system and tool messages, a title channel)."""
+    from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from persistence.store.summary import describe
+
+    class State(MessagesState):
+        title: str
+
+    def reply(state: State) -> dict:
+        return {
+            "title": "Weather in Porto",
+            "messages": [
+                SystemMessage("be brief"),
+                AIMessage(
+                    content=[{"type": "text", "text": "let me look"}],
+                    tool_calls=[{"name": "weather", "args": {"city": "Porto"}, "id": "call-1"}],
+                ),
+                ToolMessage("18 C, sunny", tool_call_id="call-1"),
+                AIMessage("It is 18 C and sunny in Porto."),
+            ],
+        }
+
+    builder = StateGraph(State)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    memory = InMemorySaver()
+    graph = builder.compile(checkpointer=memory)
+    graph.invoke({"messages": [("user", "what is the weather in Porto?")]}, thread_config("w"))
+
+    class ThroughTheSerde(JsonPlusSerializer):  # another loads_typed: the summary goes through it
+        def loads_typed(self, data: tuple[str, bytes]) -> object:
+            return super().loads_typed(data)
+
+    plain = describe(JsonPlusSerializer(), "w", memory.storage["w"], memory.blobs)
+    assert plain == describe(ThroughTheSerde(), "w", memory.storage["w"], memory.blobs)
+    title, text = plain
+    assert title == "Weather in Porto" and "weather in Porto?" in (text or "") and "sunny in Porto" in (text or "")
