@@ -8,7 +8,7 @@ outside the saver's lock, and they are exactly the state at the moment of the sw
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -21,9 +21,9 @@ from persistence.store.schema import TABLES, enc, enc_version
 class ChangeLog:
     """Keys changed since the last backup (see the module docstring). Used under the saver's lock."""
 
-    checkpoints: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
-    writes: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
-    blobs: dict[tuple, tuple[bool, Any]] = field(default_factory=dict)
+    checkpoints: dict[tuple[Any, ...], tuple[bool, Any]] = field(default_factory=dict)
+    writes: dict[tuple[Any, ...], tuple[bool, Any]] = field(default_factory=dict)
+    blobs: dict[tuple[Any, ...], tuple[bool, Any]] = field(default_factory=dict)
     deleted_threads: set[str] = field(default_factory=set)
     #: wall time of the oldest change in the record (None when it is empty)
     since: float | None = None
@@ -56,7 +56,7 @@ class ChangeLog:
                 del table[key]
         self.deleted_threads -= wanted
 
-    def merge_back(self, cut: ChangeLog, refused: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def merge_back(self, cut: ChangeLog, refused: Set[str] = frozenset()) -> None:
         """Put the keys of a failed cut back (a newer change of the same key wins); keys of
         ``refused`` threads are dropped instead."""
         for old, new in ((cut.checkpoints, self.checkpoints), (cut.writes, self.writes), (cut.blobs, self.blobs)):
@@ -92,7 +92,7 @@ class ChangeLog:
         (refused by fencing); a generator that pauses after every ``step`` keys (None: never)."""
         e = self._encoded
         rows, tombs = changes.rows[table], changes.tombstones[table]
-        items: Iterable[tuple[tuple, tuple[bool, Any]]] = {
+        items: Iterable[tuple[tuple[Any, ...], tuple[bool, Any]]] = {
             "checkpoints": self.checkpoints,
             "writes": self.writes,
             "blobs": self.blobs,
@@ -181,7 +181,9 @@ def knows_all_of(stored: Snapshot, tid: str, mine: Mapping[str, Mapping[str, Any
     return True
 
 
-def mark(table: dict[tuple, tuple[bool, Any]], key: tuple, existed: bool, value: Any = None) -> None:
+def mark(
+    table: dict[tuple[Any, ...], tuple[bool, Any]], key: tuple[Any, ...], existed: bool, value: Any = None
+) -> None:
     """Record that ``key`` now holds ``value`` (None: deleted)."""
     if not existed:
         old = table.get(key)

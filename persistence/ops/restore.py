@@ -45,6 +45,7 @@ from persistence.ops.backup import BackupWriter
 from persistence.records import BackupRun, RestoreResult
 from persistence.store import Changes, Generation, Store
 from persistence.store.link import DatabaseLink
+from persistence.store.records import Row
 from persistence.store.schema import enc, enc_version
 
 logger = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ class Restorer:
         )
 
     def _rewrite(
-        self, generation: int, thread_id: str | None, damaged: list, report: _Phases
+        self, generation: int, thread_id: str | None, damaged: list[tuple[str, str]], report: _Phases
     ) -> tuple[int, int | None]:
         """Back up what is pending, drop the threads from memory, rewrite server-side. Returns
         (new generation, undo generation). Writers of this process wait meanwhile."""
@@ -313,14 +314,14 @@ class Restorer:
             self._cache.complete = False
             logger.warning("threads load on demand after the restore: %s", self._link.scrub(str(exc)))
 
-    def _tombstone_damaged(self, damaged: list, generation: int, thread_id: str | None) -> None:
+    def _tombstone_damaged(self, damaged: list[tuple[str, str]], generation: int, thread_id: str | None) -> None:
         """Leave rows that failed their checksum out of the restored state (a generation of its own)."""
         snap = self._store.load(generation, thread_id, verify=True)
         changes = Changes()
         for table, keys in snap.dropped.items():
             for key in keys:
                 if table == "blobs":
-                    encoded = (enc(key[0]), enc(key[1]), enc(key[2]), enc_version(key[3]))
+                    encoded: Row = (enc(key[0]), enc(key[1]), enc(key[2]), enc_version(key[3]))
                 elif table == "writes":
                     encoded = (enc(key[0]), enc(key[1]), enc(key[2]), enc(key[3]), key[4])
                 else:

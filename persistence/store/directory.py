@@ -98,7 +98,8 @@ class ThreadDirectory:
             snippet_params = [text, text]
         with pool_connection(self._place.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
-            total = int(cur.fetchone()["n"])  # type: ignore[index]
+            counted = cur.fetchone()
+            total = int(counted["n"]) if counted else 0
             cur.execute(
                 sql.SQL(
                     "SELECT t.thread_id, s.title, s.checkpoints, s.bytes, s.updated_at, s.newest_checkpoint, "
@@ -140,7 +141,8 @@ class ThreadDirectory:
         base = sql.SQL("FROM {s}.summaries WHERE {w}").format(s=self._s, w=where)
         with pool_connection(self._place.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL("SELECT count(*) AS n ") + base, params)
-            total = int(cur.fetchone()["n"])  # type: ignore[index]
+            counted = cur.fetchone()
+            total = int(counted["n"]) if counted else 0
             cur.execute(
                 sql.SQL("SELECT thread_id, title, checkpoints, updated_at ")
                 + base

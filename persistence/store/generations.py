@@ -25,7 +25,7 @@ from persistence.db import pool_connection
 from persistence.errors import GenerationNotFound, StoreNotFound, StoreTooNew
 from persistence.store.directory import ThreadDirectory
 from persistence.store.place import Place
-from persistence.store.records import Changes, Generation, Snapshot, Written
+from persistence.store.records import Changes, Generation, Row, Snapshot, Summary, Written
 from persistence.store.rows import (
     LAZY_SUMMARY_ROWS,
     Background,
@@ -165,7 +165,18 @@ class Store:
         with pool_connection(self.pool) as conn:
             rows = conn.execute(query, params).fetchall()
         return [
-            Generation(*row[:9], thread_id=dec(row[9]) if row[9] is not None else None)  # type: ignore[arg-type]
+            Generation(
+                generation=row[0],
+                taken_at=row[1],
+                trigger=row[2],
+                kind=row[3],
+                threads=row[4],
+                checkpoints=row[5],
+                rows_written=row[6],
+                bytes_written=row[7],
+                restored_from=row[8],
+                thread_id=dec(row[9]) if row[9] is not None else None,
+            )
             for row in rows
         ]
 
@@ -196,7 +207,7 @@ class Store:
         kind: str = "backup",
         owner: int | None = None,
         tokens: dict[str, int] | None = None,
-        summarize: Callable[[set[str]], list[tuple]] | None = None,
+        summarize: Callable[[set[str]], list[Summary]] | None = None,
         later: Callable[[Changes, set[str]], dict[str, Iterator[None]]] | None = None,
     ) -> Written:
         """Write ``changes`` as a new generation in one transaction.
@@ -246,12 +257,10 @@ class Store:
             live_before = self._live_threads(conn, touched_enc)
             nrows, nbytes = self._write_rows(conn, changes, touched_enc, gen, background)
             # counts follow from the previous generation's and what this one touched: no full scan
-            checkpoints += (
-                len(changes.rows["checkpoints"])
-                - conn.execute(
-                    self._q("SELECT count(*) FROM {s}.checkpoints WHERE deleted_gen = %s"), (gen,)
-                ).fetchone()[0]
-            )
+            tombstoned = conn.execute(
+                self._q("SELECT count(*) FROM {s}.checkpoints WHERE deleted_gen = %s"), (gen,)
+            ).fetchone()
+            checkpoints += len(changes.rows["checkpoints"]) - (tombstoned[0] if tombstoned else 0)
             # a thread given a checkpoint row here is live (the tombstones ran before the COPY): only the
             # others are looked up
             given = {row[0] for row in changes.rows["checkpoints"]}
@@ -353,7 +362,7 @@ class Store:
 
     def iter_rows(
         self, table: str, generation: int | None = None, thread_id: str | None = None, *, crc: bool = False
-    ) -> Iterator[tuple]:
+    ) -> Iterator[Row]:
         """Yield the raw rows of ``table`` live at ``generation`` (None: the newest state).
 
         With ``crc`` each row ends with its stored checksum (None for rows older than schema v2).
@@ -384,7 +393,7 @@ class Store:
             "NULL::text, NULL::bytea, NULL::bytea FROM {s}.blobs WHERE deleted_gen IS NULL AND thread_id = ANY(%(t)s)"
             ") TO STDOUT (FORMAT BINARY)"
         )
-        rows: dict[str, list[tuple]] = {"checkpoints": [], "writes": [], "blobs": []}
+        rows: dict[str, list[Row]] = {"checkpoints": [], "writes": [], "blobs": []}
         cps, wrs, bls = rows["checkpoints"], rows["writes"], rows["blobs"]
         with pool_connection(self.pool) as conn, conn.cursor() as cur:
             bytes_loader(cur)

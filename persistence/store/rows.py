@@ -16,7 +16,7 @@ from psycopg.copy import LibpqWriter
 from psycopg.types.string import ByteaBinaryLoader, BytesBinaryDumper
 from psycopg.waiting import Wait
 
-from persistence.store.records import Snapshot
+from persistence.store.records import Row, Snapshot, Summary
 from persistence.store.schema import CONTENT_LIMIT, TABLES, dec, dec_version, describe_row, enc, row_crc
 
 
@@ -56,7 +56,7 @@ def copy_in(
     cur: psycopg.Cursor,
     s: sql.Identifier,
     table: str,
-    rows: list[tuple],
+    rows: list[Row],
     gen: int,
     idle: Callable[[], bool] | None = None,
 ) -> int:
@@ -86,7 +86,7 @@ def copy_in(
     return nbytes
 
 
-def copy_summaries(cur: psycopg.Cursor, s: sql.Identifier, summaries: list[tuple], gen: int) -> None:
+def copy_summaries(cur: psycopg.Cursor, s: sql.Identifier, summaries: list[Summary], gen: int) -> None:
     """COPY the summary rows (thread id, checkpoints, bytes, updated at, newest checkpoint, title,
     content; ids as str) into the summaries table as added by ``gen``."""
     stmt = sql.SQL(
@@ -118,7 +118,7 @@ _length = struct.Struct("<I").pack
 _prefixed: dict[str, bytes] = {}
 
 
-def _payload_crc(payload: tuple) -> int:
+def _payload_crc(payload: Row) -> int:
     """:func:`~persistence.store.schema.row_crc`, the same value computed with fewer steps (one
     ``crc32`` per value; the few distinct strings of payloads are encoded once)."""
     crc = 0
@@ -203,15 +203,15 @@ class Background:
     def __init__(
         self,
         tables: dict[str, Iterator[None]],
-        summarize: Callable[[set[str]], list[tuple]] | None,
+        summarize: Callable[[set[str]], list[Summary]] | None,
         threads: set[str],
     ) -> None:
         self._work: dict[str, Iterator[None]] = dict(tables)
-        self.summaries: list[tuple] = []
+        self.summaries: list[Summary] = []
         if summarize is not None:
             self._work["summaries"] = self._summaries(summarize, list(threads))
 
-    def _summaries(self, summarize: Callable[[set[str]], list[tuple]], threads: list[str]) -> Iterator[None]:
+    def _summaries(self, summarize: Callable[[set[str]], list[Summary]], threads: list[str]) -> Iterator[None]:
         for tid in threads:
             self.summaries.extend(summarize({tid}))
             yield
@@ -230,7 +230,7 @@ class Background:
         for _step in self._work.pop(name, ()):
             pass
 
-    def finish(self) -> list[tuple]:
+    def finish(self) -> list[Summary]:
         """Do everything left; return the summary rows."""
         for name in list(self._work):
             self.complete(name)
@@ -261,7 +261,7 @@ def copy_out(
     generation: int | None,
     thread_ids: Sequence[str] | None,
     crc: bool,
-) -> Iterator[tuple]:
+) -> Iterator[Row]:
     """COPY out the rows of ``table`` live at ``generation`` (of ``thread_ids`` when given), key
     columns then payload, then the stored checksum when ``crc``."""
     keys, payload, types = TABLES[table]
@@ -292,7 +292,7 @@ def summary_text(value: Any, limit: int = 1000) -> str | None:
     return text[:limit]
 
 
-def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> Snapshot:
+def build_snapshot(rows_of: Callable[[str], Iterable[Row]], verify: bool) -> Snapshot:
     """Fill a Snapshot from the rows of the three tables (``rows_of(table)`` yields them)."""
     snap = Snapshot()
     nbytes = 0
@@ -305,9 +305,9 @@ def build_snapshot(rows_of: Callable[[str], Iterable[tuple]], verify: bool) -> S
         return text
 
     damaged: list[tuple[str, str]] = []
-    dropped: dict[str, list[tuple]] = {t: [] for t in TABLES}
+    dropped: dict[str, list[Row]] = {t: [] for t in TABLES}
 
-    def bad(row: tuple, width: int) -> bool:
+    def bad(row: Row, width: int) -> bool:
         stored = row[-1]
         return stored is not None and stored != row_crc(row[width:-1])
 

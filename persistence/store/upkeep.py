@@ -16,7 +16,7 @@ from psycopg_pool import PoolTimeout
 
 from persistence.db import ended_by_server, pool_connection
 from persistence.errors import ThreadNotFound
-from persistence.store.records import RestoreWindow
+from persistence.store.records import RestoreWindow, Row
 from persistence.store.rows import bytes_loader, live_at, next_generation
 from persistence.store.schema import GENERATIONAL, RESTORE_COLUMNS, TABLES, dec, describe_row, enc
 
@@ -368,7 +368,7 @@ def _checked_bytes(payload: tuple[str, ...], types: tuple[str, ...]) -> sql.Comp
     return sql.SQL(" || ").join(parts)
 
 
-def _copy_rows(cur: psycopg.Cursor, query: sql.Composable, params: list[Any], types: list[str]) -> Iterator[tuple]:
+def _copy_rows(cur: psycopg.Cursor, query: sql.Composable, params: list[Any], types: list[str]) -> Iterator[Row]:
     """The rows of ``query`` through binary COPY (the least work per row on both sides)."""
     bytes_loader(cur)
     with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query), params) as copy:
