@@ -101,14 +101,15 @@ TARGETS: list[Target] = [
     ),
     Target(
         "cold_start_vs_full_load",
-        "from from_url to the first served turn, budget of a tenth / everything loaded",
+        "from from_url to the first served turn (the slower of a budget of a tenth and none) / to everything loaded",
         "<=",
         0.05,
         lambda r: r["residency"]["cold_start"]["ratio"],
-        lambda r: "{:,} checkpoints: {:.2f} s vs {:.2f} s".format(
+        lambda r: "{:,} checkpoints: {:.2f} s with a budget, {:.2f} s without, vs {:.2f} s".format(
             r["residency"]["cold_start"]["checkpoints"],
             r["residency"]["cold_start"]["budget_first_turn_s"],
-            r["residency"]["cold_start"]["full_load_first_turn_s"],
+            r["residency"]["cold_start"]["no_budget_first_turn_s"],
+            r["residency"]["cold_start"]["full_load_s"],
         ),
     ),
     Target(

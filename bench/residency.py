@@ -51,7 +51,10 @@ def _cold_start(db: Database, templates: list[Template], settings: Settings, log
         store_bytes = seed.stats().resident_bytes
         seed.close()
         budget = store_bytes // 10
-        graph_turns = {"budget": [], "full": []}
+        # the first served turn after a start, with a budget of a tenth and without a budget (which loads
+        # its most recent 32 MB first and the rest in the background), and the time until the whole store
+        # is in memory (what a start without a budget cost when it waited for it)
+        graph_turns: dict[str, list[float]] = {"budget": [], "full": [], "all_loaded": []}
         for rep in range(2):
             for kind in ("budget", "full") if rep == 0 else ("full", "budget"):
                 start = clock()
@@ -61,13 +64,18 @@ def _cold_start(db: Database, templates: list[Template], settings: Settings, log
                     graph = build_graph(saver, OfflineResponder())
                     chat_turn(graph, f"t{(rep * 7919) % threads}", "What is my name, and what did I tell you I like?")
                     graph_turns[kind].append(clock() - start)
+                    if kind == "full":
+                        if not saver.wait_warm(600):
+                            raise RuntimeError("the warm start did not finish in 600 s")
+                        graph_turns["all_loaded"].append(clock() - start)
                 finally:
                     saver.close()
         budget_s = statistics.median(graph_turns["budget"])
-        full_s = statistics.median(graph_turns["full"])
+        first_s = statistics.median(graph_turns["full"])
+        full_s = statistics.median(graph_turns["all_loaded"])
     log(
-        f"  cold start on {checkpoints:,} checkpoints: budget of a tenth {budget_s:.2f} s to the first turn, "
-        f"everything loaded {full_s:.2f} s"
+        f"  cold start on {checkpoints:,} checkpoints: first turn {budget_s:.2f} s with a budget of a tenth, "
+        f"{first_s:.2f} s without a budget; everything loaded {full_s:.2f} s"
     )
     return {
         "threads": threads,
@@ -75,9 +83,10 @@ def _cold_start(db: Database, templates: list[Template], settings: Settings, log
         "store_bytes": store_bytes,
         "budget_bytes": budget,
         "budget_first_turn_s": budget_s,
-        "full_load_first_turn_s": full_s,
+        "no_budget_first_turn_s": first_s,
+        "full_load_s": full_s,
         "each": graph_turns,
-        "ratio": budget_s / full_s,
+        "ratio": max(budget_s, first_s) / full_s,
     }
 
 
