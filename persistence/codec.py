@@ -65,6 +65,15 @@ def _eligible(value: Typed) -> bool:
     return len(data) >= MIN_ENCODE and "+" not in tag and not is_encoded(tag) and tag != "empty"
 
 
+_TAGS: dict[str, str] = {}
+
+
+def _tagged(prefix: str, tag: str) -> str:
+    """``prefix + tag``, one string object per distinct tag (a value's tag is kept with every version)."""
+    joined = prefix + tag
+    return _TAGS.setdefault(joined, joined)
+
+
 def _future_base(index: int, length: int) -> bool:
     """Version ``index`` of a chain of ``length`` versions is the base of a version still to come:
     version ``m`` has base ``m & (m - 1)``, so ``index`` is one for ``m = index + 2**j`` with ``2**j``
@@ -113,10 +122,15 @@ class Blobs(dict[Key, Typed]):
         self._decoded_bytes = 0
         self.cache_bytes = cache_bytes
         self._cache_lock = threading.Lock()
+        #: while a list, the keys assigned are appended to it (the caller keeps the dict's own key objects
+        #: instead of equal copies: a tuple each); set and read under the memory cache's lock
+        self.recording: list[Key] | None = None
 
     # -- writes ---------------------------------------------------------------------------------
 
     def __setitem__(self, key: Key, value: Typed) -> None:
+        if self.recording is not None:
+            self.recording.append(key)
         if dict.__contains__(self, key):  # decoded versions are kept only of keys the dict holds
             self._drop_decoded(key)
         if _eligible(value):
@@ -154,12 +168,12 @@ class Blobs(dict[Key, Typed]):
             base = self._inner(base_key) if dict.__contains__(self, base_key) else None
             if base is not None:
                 frame = compress(data, level=LEVEL, zstd_dict=ZstdDict(base, is_raw=True))
-                encoded = (DELTA + tag, _header(base_key[3], base) + frame)
+                encoded = (_tagged(DELTA, tag), _header(base_key[3], base) + frame)
         if encoded is None:
             chain = self._chains[chain_key] = []
             self._index[chain_key] = {}
             self._by_thread.setdefault(chain_key[0], set()).add(chain_key)
-            encoded = (ROOT + tag, compress(data, level=LEVEL))
+            encoded = (_tagged(ROOT, tag), compress(data, level=LEVEL))
         assert chain is not None
         self._index[chain_key][key[3]] = len(chain)
         chain.append(key[3])
@@ -315,7 +329,7 @@ class Blobs(dict[Key, Typed]):
                 continue
             inner_tag, data = value[0][len(DELTA) :], self._inner(key, value)
             frame = compress(data, level=LEVEL)
-            out[key] = (ROOT + inner_tag, frame) if len(frame) < len(data) else (inner_tag, data)
+            out[key] = (_tagged(ROOT, inner_tag), frame) if len(frame) < len(data) else (inner_tag, data)
         return out
 
     def store_raw(self, key: Key, value: Typed) -> None:

@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 
+from persistence.codec import Key
 from persistence.errors import HybridSaverError, InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
@@ -84,6 +85,9 @@ def put_checkpoint(
     old_cp = storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
     keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
     old_blobs = [blobs.raw(k) for k in keys]
+    # the blob dict's own key objects, for the thread's key set (an equal copy would cost a tuple each)
+    put_keys: list[Key] = []
+    blobs.recording = put_keys
     try:
         result = InMemorySaver.put(base, config, checkpoint, metadata, new_versions)
         saved = storage[thread_id][ns][checkpoint_id]
@@ -104,6 +108,10 @@ def put_checkpoint(
         else:
             cps[checkpoint_id] = old_cp
         raise unserialisable(exc, "the checkpoint") from exc
+    finally:
+        blobs.recording = None
+    shared = {k: k for k in put_keys}
+    keys = [shared.get(k, k) for k in keys]
     grown = checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0)
     log = cache.changes
     mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
@@ -134,6 +142,9 @@ def put_task_writes(
     all_writes = cache.writes
     before = all_writes.get(outer)
     before_keys = dict(before) if before else {}
+    if before is None:
+        # made here, so the dict's key is ``outer``, the object the thread's key set keeps too
+        all_writes[outer] = {}
 
     def undo() -> None:
         if before is None:
@@ -148,6 +159,8 @@ def put_task_writes(
         undo()
         raise unserialisable(exc, "a write") from exc
     stored = all_writes.get(outer, {})
+    if before is None and not stored:
+        all_writes.pop(outer, None)  # no write at all: leave no empty entry
     try:
         for idx, (channel, _value) in enumerate(writes):
             inner = (task_id, WRITES_IDX_MAP.get(channel, idx))
