@@ -129,11 +129,12 @@ class Blobs(dict[Key, Typed]):
     # -- writes ---------------------------------------------------------------------------------
 
     def __setitem__(self, key: Key, value: Typed) -> None:
-        if self.recording is not None:
-            self.recording.append(key)
+        recording = self.recording
+        if recording is not None:
+            recording.append(key)
         if dict.__contains__(self, key):  # decoded versions are kept only of keys the dict holds
             self._drop_decoded(key)
-        if _eligible(value):
+        if len(value[1]) >= MIN_ENCODE and _eligible(value):
             value = self._encode(key, value)
         dict.__setitem__(self, key, value)
 

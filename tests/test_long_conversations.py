@@ -5,8 +5,10 @@ InMemorySaver's bytes."""
 
 from __future__ import annotations
 
+import gc
 import operator
 import os
+import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
@@ -22,6 +24,7 @@ from agent import build_graph, chat_turn
 from agent.responder import OfflineResponder
 from persistence import HybridSaver
 from persistence.codec import DELTA, ROOT, Blobs, BrokenDelta, compress
+from persistence.packed import PACK_AFTER, PACKED, Packed
 
 
 def _versions(n: int) -> list[tuple[str, bytes]]:
@@ -140,7 +143,7 @@ def test_long_thread_costs_a_fraction_and_round_trips(open_saver: Callable[..., 
     resident = saver.stats().resident_bytes
     ratio = resident / _payload(memory)
     print(f"120 turns: InMemorySaver {_payload(memory):,} B, HybridSaver {resident:,} B ({ratio:.3f})")
-    # counted as the budget counts it: stored bytes, ~500 B per entry, the decoded versions kept; against
+    # counted as the budget counts it: stored bytes, ~400 B per entry, the decoded versions kept; against
     # InMemorySaver's payload alone (at 1,000 turns the bench finds about 0.01)
     assert ratio < 0.2, ratio
     with psycopg.connect(db_url) as conn:
@@ -231,3 +234,99 @@ def test_delta_channel_graph(open_saver: Callable[..., HybridSaver], budget: int
     assert again.backup().ok
     again.close()
     assert _notes_graph(open_saver(memory_budget=budget)).get_state(config).values == expected
+
+
+class _Recording(JsonPlusSerializer):
+    """LangGraph's serde, keeping the bytes it wrote for each checkpoint (by checkpoint id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoints: dict[str, tuple[str, bytes]] = {}
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        typed = super().dumps_typed(obj)
+        if isinstance(obj, dict) and "channel_versions" in obj and "id" in obj:
+            self.checkpoints[obj["id"]] = typed
+        return typed
+
+
+def test_old_checkpoints_are_packed_and_read_as_put(open_saver: Callable[..., HybridSaver], db_url: str) -> None:
+    serde = _Recording()
+    saver = open_saver(serde=serde)
+    graph = build_graph(saver, OfflineResponder())
+    for turn in range(80):
+        chat_turn(graph, "long", f"turn {turn}: tell me about topic {turn}")
+        if turn % 8 == 7:
+            assert saver.backup().ok
+    assert saver.backup().ok
+    history = _history(graph, "long")
+
+    def check(s: HybridSaver) -> int:
+        cps = s.cache.storage["long"][""]
+        newest = max(cps)
+        packed = {cid for cid, value in cps.items() if type(value[0]) is Packed}
+        # every checkpoint of the namespace once it held PACK_AFTER, but never the newest (a turn's read)
+        assert newest not in packed and len(packed) >= len(cps) - PACK_AFTER, (len(packed), len(cps))
+        for cid, value in cps.items():
+            assert tuple(value[0]) == serde.checkpoints[cid], cid  # the bytes LangGraph's serde wrote
+        return len(packed)
+
+    packed = check(saver)
+    stored = sum(len(tuple.__getitem__(v[0], 1)) for v in saver.cache.storage["long"][""].values())
+    plain = sum(len(serde.checkpoints[cid][1]) for cid in saver.cache.storage["long"][""])
+    print(f"{packed} of {len(history)} checkpoints packed: {stored:,} B for {plain:,} B")
+    assert stored < 0.6 * plain
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FILTER (WHERE checkpoint_type LIKE %s), count(*) FROM hybrid_saver.checkpoints "
+            "WHERE deleted_gen IS NULL",
+            (PACKED + "%",),
+        ).fetchone()
+    assert rows == (packed, len(history)), rows  # the store holds them as memory does
+    saver.close()
+    reopened = open_saver(serde=serde)
+    reopened.get_tuple({"configurable": {"thread_id": "long"}})
+    assert check(reopened) == packed
+    assert _history(build_graph(reopened, OfflineResponder()), "long") == history
+    # a time-travel read of an old checkpoint, and a turn forked from it
+    old = history[len(history) // 2][0]
+    config = {"configurable": {"thread_id": "long", "checkpoint_ns": "", "checkpoint_id": old}}
+    found = reopened.get_tuple(config)
+    assert found is not None and found.checkpoint["id"] == old
+    forked = build_graph(reopened, OfflineResponder())
+    forked.invoke({"messages": [("user", "a fork")]}, config)
+    assert check(reopened) >= packed
+
+
+def test_the_count_of_a_loaded_thread_is_its_real_memory(open_saver: Callable[..., HybridSaver]) -> None:
+    """What the budget counts of a long thread loaded from the store against what it really allocates."""
+    saver = open_saver()
+    graph = build_graph(saver, OfflineResponder())
+    for turn in range(150):
+        chat_turn(graph, "long", f"turn {turn}: tell me about topic {turn}, with an example and a short summary")
+    assert saver.backup().ok
+    saver.close()
+
+    def traced(build: Callable[[], HybridSaver]) -> tuple[int, HybridSaver]:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            made = build()
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] - base, made
+        finally:
+            tracemalloc.stop()
+
+    baseline, empty = traced(lambda: open_saver(schema="an_empty_store"))  # what a saver costs by itself
+    empty.close()
+
+    def load() -> HybridSaver:
+        s = open_saver()
+        s.get_tuple({"configurable": {"thread_id": "long"}})
+        return s
+
+    total, loaded = traced(load)
+    real, counted = total - baseline, loaded.stats().resident_bytes
+    print(f"150-turn thread loaded: counted {counted:,} B, real {real:,} B ({counted / real:.2f})")
+    assert 0.85 <= counted / real <= 1.3, (counted, real)

@@ -20,10 +20,10 @@ from typing import Protocol, TypeVar
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from persistence.codec import CACHE_BYTES, Blobs
+from persistence.codec import CACHE_BYTES, Blobs, Key
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
-from persistence.memory.residency import Loader, Residency, Resident, blob_size, checkpoint_size, write_size
+from persistence.memory.residency import KeySet, Loader, Residency, Resident, blob_size, checkpoint_size, write_size
 from persistence.store import Snapshot
 from persistence.store.records import CheckpointEntry, Summary, WriteEntry, WriteIdx, WriteKey
 from persistence.store.summary import describe, newest
@@ -152,7 +152,24 @@ class MemoryCache:
         res = self.residency
         if res.over_budget():
             self._relieve()
-        pin = len(thread_ids) > 1
+        if len(thread_ids) == 1:  # every put and put_writes: the same steps without the lists
+            thread_id = thread_ids[0]
+            while True:
+                entry, pinned = res.acquire(thread_id)
+                try:
+                    with self.lock:
+                        if not entry.evicted:
+                            if check is not None:
+                                check([entry])
+                            result = write([entry])
+                            break
+                finally:
+                    if pinned:
+                        res.unpin(entry)
+            if res.budget is not None:
+                self._after_write(thread_ids)
+            return result
+        pin = True
         while True:
             acquired = [res.acquire(t, pin=pin) for t in thread_ids]
             try:
@@ -287,17 +304,20 @@ class MemoryCache:
         entry = res.entries.pop(tid)
         namespaces = self.storage.pop(tid, {})
         self.storage[new].update(namespaces)
-        write_keys, blob_keys = set(), set()
+        write_keys: KeySet[WriteKey] = KeySet()
+        blob_keys: KeySet[Key] = KeySet()
         for key in entry.write_keys:
             moved = self.writes.pop(key, None)
             if moved is not None:
-                self.writes[(new, *key[1:])] = moved
-                write_keys.add((new, *key[1:]))
+                outer = (new, *key[1:])
+                self.writes[outer] = moved
+                write_keys.add(outer)
         for key in entry.blob_keys:
             blob = self.blobs.pop(key, None)
             if blob is not None:
-                self.blobs.store_raw((new, *key[1:]), blob)
-                blob_keys.add((new, *key[1:]))
+                moved_key = (new, *key[1:])
+                self.blobs.store_raw(moved_key, blob)
+                blob_keys.add(moved_key)
         entry.write_keys, entry.blob_keys = write_keys, blob_keys
         entry.token = None
         res.entries[new] = entry

@@ -8,6 +8,7 @@ into the cache's dicts, which ``base`` shares.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,11 +16,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 
-from persistence.codec import Key
+from persistence.codec import Key, Typed
 from persistence.errors import HybridSaverError, InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
 from persistence.memory.residency import Resident, blob_size, checkpoint_size, write_size
+from persistence.packed import PACK_AFTER, Packed, pack
 
 
 def unserialisable(exc: Exception, what: str) -> Exception:
@@ -84,7 +86,8 @@ def put_checkpoint(
     storage, blobs = cache.storage, cache.blobs
     old_cp = storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
     keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
-    old_blobs = [blobs.raw(k) for k in keys]
+    raw = dict.get  # the stored (encoded) values: what a failed put puts back and the sizes count
+    old_blobs = [raw(blobs, k) for k in keys]
     # the blob dict's own key objects, for the thread's key set (an equal copy would cost a tuple each)
     put_keys: list[Key] = []
     blobs.recording = put_keys
@@ -94,7 +97,8 @@ def put_checkpoint(
         check_size(saved[0], "the checkpoint", limit)
         for key in keys:
             # the size LangGraph serialised (what the limit is documented for), not the compressed one
-            check_size(blobs[key], f"channel {key[2]!r}", limit)
+            if len(blobs[key][1]) > limit:
+                check_size(blobs[key], f"channel {key[2]!r}", limit)
     except Exception as exc:
         # InMemorySaver may have stored part of it before failing: take it back
         for key, old in zip(keys, old_blobs, strict=True):
@@ -110,19 +114,51 @@ def put_checkpoint(
         raise unserialisable(exc, "the checkpoint") from exc
     finally:
         blobs.recording = None
-    shared = {k: k for k in put_keys}
-    keys = [shared.get(k, k) for k in keys]
+    if put_keys != keys:  # InMemorySaver assigns them in the order of new_versions: the usual case
+        shared = {k: k for k in put_keys}
+        keys = [shared.get(k, k) for k in keys]
+    else:
+        keys = put_keys
     grown = checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0)
     log = cache.changes
     mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
+    blob_keys, logged = entry.blob_keys, log.blobs
     for key, old in zip(keys, old_blobs, strict=True):
-        value = blobs.raw(key)
-        entry.blob_keys.add(key)
-        grown += blob_size(value) - (blob_size(old) if old is not None else 0)
-        mark(log.blobs, key, old is not None, value)
+        value: Typed = dict.__getitem__(blobs, key)
+        blob_keys[key] = None
+        if old is None:
+            grown += blob_size(value)
+            mark(logged, key, False, value)
+        else:
+            grown += blob_size(value) - blob_size(old)
+            logged[key] = (True, value)
+    grown += _pack_parent(cache, thread_id, ns, checkpoint_id, config["configurable"].get("checkpoint_id"))
     cache.residency.grow(entry, grown)
     cache.touch(entry)
     return result
+
+
+def _pack_parent(cache: MemoryCache, thread_id: str, ns: str, child_id: str, parent_id: str | None) -> int:
+    """The parent of a checkpoint just put is no longer its namespace's newest: keep it packed (see
+    :mod:`persistence.packed`), in the store too: the next backup writes it packed (a row of ~190 B instead
+    of ~570, replacing the one a backup wrote while it was the newest), so a thread loaded again is as
+    compact as it was. Returns the bytes it grew by."""
+    if parent_id is None or parent_id >= child_id:  # ids grow with time: the parent is older
+        return 0
+    cps = cache.storage[thread_id][ns]
+    if len(cps) < PACK_AFTER:
+        return 0
+    old = cps.get(parent_id)
+    if old is None or type(old[0]) is Packed:
+        return 0
+    packed = pack(old[0])
+    if packed is old[0]:
+        return 0
+    value = cps[parent_id] = (packed, old[1], old[2])
+    key = (thread_id, ns, parent_id)
+    pending = cache.changes.checkpoints.get(key)
+    cache.changes.checkpoints[key] = (pending[0] if pending is not None else True, value)
+    return checkpoint_size(value) - checkpoint_size(old)
 
 
 def put_task_writes(
@@ -154,7 +190,8 @@ def put_task_writes(
             before.update(before_keys)
 
     try:
-        InMemorySaver.put_writes(base, config, writes, task_id, task_path)
+        # one string per distinct path (every write of a task keeps it; a long thread has thousands)
+        InMemorySaver.put_writes(base, config, writes, task_id, sys.intern(task_path))
     except Exception as exc:
         undo()
         raise unserialisable(exc, "a write") from exc

@@ -27,6 +27,7 @@ from persistence.db import pid_alive
 from persistence.memory import MemoryCache
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.ops.backup import BackupWriter
+from persistence.packed import Packed
 from persistence.records import BackupRun
 from persistence.store import Snapshot, Store
 from persistence.store.records import CheckpointEntry, WriteEntry, WriteIdx, WriteKey
@@ -48,6 +49,8 @@ class _PlainUnpickler(pickle.Unpickler):
     """Loads only builtin containers and scalars: a kept file can hold no code."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("persistence.packed", "Packed"):  # a stored checkpoint: data, no code
+            return Packed
         raise pickle.UnpicklingError(f"a recovery file may not name {module}.{name}")
 
 

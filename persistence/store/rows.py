@@ -16,6 +16,7 @@ from psycopg.copy import LibpqWriter
 from psycopg.types.string import ByteaBinaryLoader, BytesBinaryDumper
 from psycopg.waiting import Wait
 
+from persistence.packed import PACKED, Packed
 from persistence.store.records import Row, Snapshot, Summary
 from persistence.store.schema import CONTENT_LIMIT, TABLES, dec, dec_version, describe_row, enc, row_crc
 
@@ -296,13 +297,32 @@ def build_snapshot(rows_of: Callable[[str], Iterable[Row]], verify: bool) -> Sna
     """Fill a Snapshot from the rows of the three tables (``rows_of(table)`` yields them)."""
     snap = Snapshot()
     nbytes = 0
-    names: dict[bytes, str] = {}  # thread ids, namespaces and channels repeat: decode each once
+    # what repeats is one object in memory, as in the live layout: thread ids, namespaces, channels,
+    # task paths, checkpoint ids (a checkpoint's key, its children's parent, its writes' key), type
+    # tags, channel versions (shared by the channels a step wrote) and empty values
+    names: dict[bytes, str] = {}
+    tags: dict[str, str] = {}
+    versions: dict[bytes, Any] = {}
+    empties: dict[tuple[str, bytes], tuple[str, bytes]] = {}
 
     def name(data: bytes) -> str:
         text = names.get(data)
         if text is None:
             text = names[data] = dec(data)
         return text
+
+    def typed(tag: str, data: bytes) -> tuple[str, bytes]:
+        tag = tags.setdefault(tag, tag)
+        if data:
+            return (tag, data)
+        value = (tag, data)
+        return empties.setdefault(value, value)
+
+    def version_of(data: bytes) -> Any:
+        found = versions.get(data)
+        if found is None:
+            found = versions[data] = dec_version(data)
+        return found
 
     damaged: list[tuple[str, str]] = []
     dropped: dict[str, list[Row]] = {t: [] for t in TABLES}
@@ -319,10 +339,10 @@ def build_snapshot(rows_of: Callable[[str], Iterable[Row]], verify: bool) -> Sna
             dropped["checkpoints"].append((name(tid), name(ns), dec(cid)))
             continue
         nbytes += len(cdata or b"") + len(mdata or b"")
-        storage.setdefault(name(tid), {}).setdefault(name(ns), {})[dec(cid)] = (
-            (ctype, cdata),
-            (mtype, mdata),
-            dec(parent) if parent is not None else None,
+        storage.setdefault(name(tid), {}).setdefault(name(ns), {})[name(cid)] = (
+            Packed((ctype, cdata)) if ctype.startswith(PACKED) else typed(ctype, cdata),
+            typed(mtype, mdata),
+            name(parent) if parent is not None else None,
         )
     writes = snap.writes
     for row in rows_of("writes"):
@@ -333,22 +353,22 @@ def build_snapshot(rows_of: Callable[[str], Iterable[Row]], verify: bool) -> Sna
             continue
         nbytes += len(value or b"")
         task_s = name(task)
-        writes.setdefault((name(tid), name(ns), dec(cid)), {})[(task_s, idx)] = (
+        writes.setdefault((name(tid), name(ns), name(cid)), {})[(task_s, idx)] = (
             task_s,
             name(channel),
-            (vtype, value),
+            typed(vtype, value),
             name(path),
         )
     blobs = snap.blobs
     for row in rows_of("blobs"):
         tid, ns, channel, version, vtype, value = row[:6]
-        key = (name(tid), name(ns), name(channel), dec_version(version))
+        key = (name(tid), name(ns), name(channel), version_of(version))
         if verify and bad(row, 4):
             damaged.append((key[0], describe_row("blobs", row)))
             dropped["blobs"].append(key)
             continue
         nbytes += len(value or b"")
-        blobs.store_raw(key, (vtype, value))
+        blobs.store_raw(key, typed(vtype, value))
     snap.bytes = nbytes
     snap.damaged = damaged
     snap.dropped = dropped
