@@ -123,7 +123,9 @@ class ChangeLog:
                         rows.append((t, n, c, k, idx, e[channel], vtype, vdata, e[path]))
             else:
                 for (tid, ns, ch, ver), (existed, value) in chunk:
-                    t, n, c, v = e[tid], e[ns], e[ch], enc_version(ver)
+                    # enc_version, the usual str version without its two calls
+                    v = b"s" + ver.encode("utf-8", "surrogatepass") if ver.__class__ is str else enc_version(ver)
+                    t, n, c = e[tid], e[ns], e[ch]
                     if existed:
                         tombs.append((t, n, c, v))
                     if value is not None:

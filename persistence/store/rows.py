@@ -75,7 +75,7 @@ def copy_in(
     # set_types("bytea") would pick psycopg.dbapi20's pure-Python Binary dumper (registered
     # last for that oid); the C-accelerated bytes dumper formats the rows much faster
     cur.adapters.register_dumper(None, BytesBinaryDumper)
-    crc = _payload_crc
+    crc = _CRC.get(table, _payload_crc)
     with cur.copy(stmt, writer=_PumpWriter(cur, idle)) as copy:
         copy.set_types([*types, "int8", "int8"])
         write = copy.write_row
@@ -138,6 +138,47 @@ def _payload_crc(payload: Row) -> int:
         else:
             crc = crc32(value, crc32(_length(len(value)), crc))
     return crc
+
+
+def _joined_crc(payload: Row) -> int:
+    """:func:`_payload_crc` in one ``crc32`` call over the joined values (faster for a checkpoint row's
+    five values: one copy of its bytes costs less than a call per value)."""
+    parts: list[bytes] = []
+    add = parts.append
+    for value in payload:
+        if value.__class__ is bytes:
+            add(_length(len(value)))
+            add(value)
+        elif value is None:
+            add(_NULL)
+        else:
+            prefixed = _prefixed.get(value) if value.__class__ is str else None
+            if prefixed is None:
+                return _payload_crc(payload)
+            add(prefixed)
+    return zlib.crc32(b"".join(parts))
+
+
+#: the CRC of a payload's first value, per type name (a blob row's payload is its type and its value)
+_type_crc: dict[str, int] = {}
+
+
+def _blob_crc(payload: Row) -> int:
+    """:func:`_payload_crc` of a blob row's (type, value), the type's part taken from a cache."""
+    vtype, value = payload
+    if vtype.__class__ is not str or value.__class__ is not bytes:
+        return _payload_crc(payload)
+    start = _type_crc.get(vtype)
+    if start is None:
+        start = _payload_crc((vtype,))
+        if len(_type_crc) < 4096:
+            _type_crc[vtype] = start
+    crc32 = zlib.crc32
+    return crc32(value, crc32(_length(len(value)), start))
+
+
+#: the checksum function per table (all compute :func:`~persistence.store.schema.row_crc`)
+_CRC: dict[str, Callable[[Row], int]] = {"checkpoints": _joined_crc, "blobs": _blob_crc}
 
 
 class _PumpWriter(LibpqWriter):
