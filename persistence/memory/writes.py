@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 
-from persistence.codec import Key, Typed
+from persistence.codec import Key, Typed, is_encoded
 from persistence.errors import HybridSaverError, InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
@@ -96,8 +96,10 @@ def put_checkpoint(
         saved = storage[thread_id][ns][checkpoint_id]
         check_size(saved[0], "the checkpoint", limit)
         for key in keys:
-            # the size LangGraph serialised (what the limit is documented for), not the compressed one
-            if len(blobs[key][1]) > limit:
+            # the size LangGraph serialised (what the limit is documented for), not the compressed one:
+            # an encoded value is read back decoded (its newest version is kept decoded: no work)
+            stored: Typed = dict.__getitem__(blobs, key)
+            if len(stored[1]) > limit or is_encoded(stored[0]):
                 check_size(blobs[key], f"channel {key[2]!r}", limit)
     except Exception as exc:
         # InMemorySaver may have stored part of it before failing: take it back
