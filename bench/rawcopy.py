@@ -14,10 +14,11 @@ from psycopg.types.string import BytesBinaryDumper
 
 from bench.stats import CpuClock, clock
 from persistence.store import MIGRATIONS, TABLES
+from persistence.store.schema import row_crc
 
 
 def create_bare(url: str, schema: str) -> None:
-    """Tables with the saver's columns and no indexes."""
+    """Tables with the saver's columns (a row's checksum included) and no indexes."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         for table, (keys, payload, types) in TABLES.items():
@@ -26,17 +27,19 @@ def create_bare(url: str, schema: str) -> None:
                 for c, t in zip((*keys, *payload), types, strict=True)
             )
             conn.execute(
-                sql.SQL("CREATE TABLE {}.{} ({}, added_gen int8)").format(
+                sql.SQL("CREATE TABLE {}.{} ({}, crc int8, added_gen int8)").format(
                     sql.Identifier(schema), sql.Identifier(table), cols
                 )
             )
 
 
 def create_indexed(url: str, schema: str) -> None:
-    """Tables exactly like the saver's (its migration), to see what its indexes cost."""
+    """Tables exactly like the saver's (its migrations, every one: the rows' checksum column came in
+    the second), to see what its indexes cost."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(MIGRATIONS[0]).format(s=sql.Identifier(schema)))
+        for migration in MIGRATIONS:
+            conn.execute(sql.SQL(migration).format(s=sql.Identifier(schema)))
 
 
 def checkpoint_server(url: str) -> None:
@@ -48,11 +51,13 @@ def checkpoint_server(url: str) -> None:
 def copy_in(
     url: str, schema: str, rows: dict[str, list[tuple]], cpu: CpuClock | None = None, generation: int = 1
 ) -> tuple[float, float | None]:
-    """COPY ``rows`` (per table, in the saver's column order) into ``schema``.
+    """COPY ``rows`` (per table, in the saver's column order) into ``schema``, each with the checksum
+    the saver stores with it (computed before the clock starts: the baseline is the COPY alone).
 
     Returns (seconds incl. commit, CPU seconds or None). CPU is read before the connection closes:
     an exiting backend's CPU time is invisible until the server reaps it.
     """
+    crcs = {table: [row_crc(row[len(keys) :]) for row in rows[table]] for table, (keys, _p, _t) in TABLES.items()}
     with psycopg.connect(url) as conn:
         if cpu:
             cpu.settle()
@@ -61,15 +66,15 @@ def copy_in(
         with conn.cursor() as cur:
             cur.adapters.register_dumper(None, BytesBinaryDumper)
             for table, (keys, payload, types) in TABLES.items():
-                cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "added_gen")))
+                cols = sql.SQL(", ").join(map(sql.Identifier, (*keys, *payload, "crc", "added_gen")))
                 stmt = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
                     sql.Identifier(schema), sql.Identifier(table), cols
                 )
                 with cur.copy(stmt) as copy:
-                    copy.set_types([*types, "int8"])
+                    copy.set_types([*types, "int8", "int8"])
                     write = copy.write_row
-                    for row in rows[table]:
-                        write((*row, generation))
+                    for row, crc in zip(rows[table], crcs[table], strict=True):
+                        write((*row, crc, generation))
         conn.commit()
         seconds = clock() - start
         return seconds, _spent(cpu, cpu0)
