@@ -51,7 +51,7 @@ def fmt_bytes(n: float | None) -> str:
 def member_line(m: Member) -> str:
     f = m.figures
     budget = f.get("memory_budget")
-    memory = f"{f.get('resident_threads', 0)} threads, {fmt_bytes(f.get('resident_bytes'))}"
+    memory = f"{plural(int(f.get('resident_threads') or 0), 'thread')}, {fmt_bytes(f.get('resident_bytes'))}"
     memory += f" of {fmt_bytes(budget)} budget" if budget else " (no budget)"
     interval = f.get("interval")
     schedule = "paused" if f.get("paused") else (f"every {interval:g} s" if interval else "manual only")
