@@ -1,5 +1,5 @@
 """The memory tier: InMemorySaver's three dicts and the lock over them (``cache``), which threads
-are resident and what they cost (``residency``), the changes not yet in PostgreSQL (``changes``),
+are resident and what they cost (``residency``, counted as ``sizes`` says), the changes not yet in PostgreSQL (``changes``),
 the write path (``writes``), deletes, copies and prunes (``edits``), and the restore guard
 (``guard``).
 

@@ -23,7 +23,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from persistence.codec import CACHE_BYTES, Blobs, Key
 from persistence.memory.changes import ChangeLog, knows_all_of, mark
 from persistence.memory.guard import RestoreGuard
-from persistence.memory.residency import KeySet, Loader, Residency, Resident, blob_size, checkpoint_size, write_size
+from persistence.memory.residency import Loader, Residency, Resident
+from persistence.memory.sizes import KeySet, blob_size, checkpoint_size, write_size
 from persistence.store import Snapshot
 from persistence.store.records import CheckpointEntry, Summary, WriteEntry, WriteIdx, WriteKey
 from persistence.store.summary import describe, newest

@@ -16,7 +16,8 @@ from persistence.codec import Key
 from persistence.errors import InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
-from persistence.memory.residency import ENTRY_OVERHEAD, Resident, blob_size, checkpoint_size, write_size
+from persistence.memory.residency import Resident
+from persistence.memory.sizes import ENTRY_OVERHEAD, blob_size, checkpoint_size, write_size
 
 #: the threads of the store (not in memory) that hold a checkpoint of one of these runs
 StoredRuns = Callable[[set[str]], list[str]]

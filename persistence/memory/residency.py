@@ -24,61 +24,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from persistence.codec import Blobs, Key
+from persistence.memory.sizes import ENTRY_OVERHEAD, KeySet, blob_size, checkpoint_size, snapshot_size, write_size
 from persistence.store import Snapshot
-from persistence.store.records import CheckpointEntry, WriteEntry, WriteKey
+from persistence.store.records import WriteKey
 from persistence.tally import Tally
 
-#: bytes counted per stored entry on top of its payload (key tuples, strings, dict slots): measured with
-#: tracemalloc on the chat graph's threads loaded from the store (what repeats is one object there, as
-#: in the live layout), a checkpoint, a write or a channel value takes 340-360 B besides its serialised
-#: bytes on average; counted with a margin. ``tests/test_long_conversations.py`` checks the count
-#: against tracemalloc
-ENTRY_OVERHEAD = 400
 #: eviction goes down to this share of the budget, so a full cache does not evict on every load
 LOW_WATER = 0.9
 
-K = TypeVar("K")
 Loader = Callable[[Sequence[str]], tuple[Snapshot, dict[str, int | None]]]
-
-
-def snapshot_size(snap: Snapshot, thread_id: str) -> int:
-    """Bytes ``thread_id`` of ``snap`` takes once resident (as :meth:`Residency.install` counts them)."""
-    size = ENTRY_OVERHEAD
-    for cps in snap.storage.get(thread_id, {}).values():
-        size += sum(map(checkpoint_size, cps.values()))
-    size += sum(sum(map(write_size, inner.values())) for outer, inner in snap.writes.items() if outer[0] == thread_id)
-    size += sum(blob_size(v) for k, v in snap.blobs.items() if k[0] == thread_id)
-    return size
-
-
-def checkpoint_size(entry: CheckpointEntry) -> int:
-    # the stored bytes (a packed checkpoint's frame: ``tuple.__getitem__`` reads it as stored)
-    return len(tuple.__getitem__(entry[0], 1)) + len(entry[1][1]) + ENTRY_OVERHEAD
-
-
-def blob_size(value: tuple[str, bytes]) -> int:
-    return len(value[1]) + ENTRY_OVERHEAD
-
-
-def write_size(value: WriteEntry) -> int:
-    return len(value[2][1]) + ENTRY_OVERHEAD
-
-
-class KeySet(dict[K, None]):
-    """A set of keys kept as a dict: a thread's key sets hold thousands of keys on a long thread, and a
-    dict of n keys takes about half what a set does (a set's table grows fourfold: 1,801 keys, 131 kB
-    as a set, 73 kB as a dict)."""
-
-    __slots__ = ()
-
-    def add(self, key: K) -> None:
-        self[key] = None
-
-    def discard(self, key: K) -> None:
-        self.pop(key, None)
 
 
 class Resident:
@@ -418,13 +375,4 @@ class Residency:
         return out
 
 
-__all__ = [
-    "ENTRY_OVERHEAD",
-    "KeySet",
-    "Resident",
-    "Residency",
-    "ResidencyStats",
-    "blob_size",
-    "checkpoint_size",
-    "write_size",
-]
+__all__ = ["Resident", "Residency", "ResidencyStats"]

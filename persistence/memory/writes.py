@@ -20,7 +20,8 @@ from persistence.codec import Key, Typed, is_encoded
 from persistence.errors import HybridSaverError, InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
-from persistence.memory.residency import Resident, blob_size, checkpoint_size, write_size
+from persistence.memory.residency import Resident
+from persistence.memory.sizes import blob_size, checkpoint_size, write_size
 from persistence.packed import PACK_AFTER, Packed, pack
 
 
