@@ -8,14 +8,17 @@ against :data:`PRIMER` (those names and the zero runs of the versions, as a raw-
 dictionary) stores them in a third (175 kB of 513 kB), in 4 us per checkpoint.
 
 Only checkpoints that stopped being the newest of their namespace are packed (when a child is put),
-and only in a namespace that holds :data:`PACK_AFTER` of them, so a turn's read of the newest one costs nothing more; a read of an older one (time travel,
-``list``, ``get_state_history``) decodes it in about 11 us.
+and only in a namespace that holds :data:`PACK_AFTER` of them, so a turn's read of the newest one
+costs nothing more; a read of an older one (time travel, ``list``, ``get_state_history``) decodes
+it in about 11 us.
 
 A packed checkpoint is a :class:`Packed`, a tuple that holds ``("zc1:" + type, frame)`` as stored
 and reads as the ``(type, bytes)`` LangGraph's serde wrote: unpacking it, indexing it and passing it
 to ``serde.loads_typed`` give the original, so InMemorySaver's own code and every reader are
-unchanged. The machinery that moves stored values around (backup rows, recovery files, sizes) takes
-:func:`stored`. In the store a packed checkpoint is the same row with that type and frame.
+unchanged. The machinery that moves stored values around takes the frame: backup rows through
+:func:`stored`, sizes through ``tuple.__getitem__``, recovery files by pickling it as it is. In the
+store a packed checkpoint is the same row with that type and frame; a load makes it a
+:class:`Packed` again by its type.
 """
 
 from __future__ import annotations
@@ -100,8 +103,10 @@ class Packed(tuple):  # type: ignore[type-arg]
 def pack(typed: Typed) -> Typed:
     """``typed`` packed, or as it is when it is small, encrypted (``+`` in its type: ciphertext does
     not compress), already packed, or would not get smaller."""
+    if type(typed) is Packed:
+        return typed
     tag, data = typed
-    if type(typed) is Packed or len(data) < MIN_PACK or "+" in tag or ":" in tag:
+    if len(data) < MIN_PACK or "+" in tag or ":" in tag:
         return typed
     with _lock:
         frame = _compressor.compress(data, mode=ZstdCompressor.FLUSH_FRAME)
@@ -115,9 +120,4 @@ def stored(typed: Typed) -> Typed:
     return typed.raw if type(typed) is Packed else typed
 
 
-def from_store(tag: str, data: bytes) -> Typed:
-    """A ``(type, bytes)`` read from the store: packed ones as :class:`Packed`."""
-    return Packed((tag, data)) if tag.startswith(PACKED) else (tag, data)
-
-
-__all__ = ["MIN_PACK", "PACKED", "PACK_AFTER", "PRIMER", "Packed", "from_store", "pack", "stored"]
+__all__ = ["MIN_PACK", "PACKED", "PACK_AFTER", "PRIMER", "Packed", "pack", "stored"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from persistence.packed import Packed
+from persistence.packed import stored
 from persistence.store import Changes, Snapshot
 from persistence.store.schema import TABLES, enc, enc_version
 
@@ -109,9 +109,7 @@ class ChangeLog:
                         tombs.append((t, n, c))
                     if entry is not None:
                         checkpoint, (mtype, mdata), parent = entry
-                        if type(checkpoint) is Packed:  # written as stored (see persistence.packed)
-                            checkpoint = checkpoint.raw
-                        ctype, cdata = checkpoint
+                        ctype, cdata = stored(checkpoint)  # a packed one as stored (see persistence.packed)
                         rows.append((t, n, c, e[parent] if parent is not None else None, ctype, cdata, mtype, mdata))
             elif table == "writes":
                 for (tid, ns, cid, task, idx), (existed, value) in chunk:
