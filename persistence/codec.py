@@ -122,16 +122,10 @@ class Blobs(dict[Key, Typed]):
         self._decoded_bytes = 0
         self.cache_bytes = cache_bytes
         self._cache_lock = threading.Lock()
-        #: while a list, the keys assigned are appended to it (the caller keeps the dict's own key objects
-        #: instead of equal copies: a tuple each); set and read under the memory cache's lock
-        self.recording: list[Key] | None = None
 
     # -- writes ---------------------------------------------------------------------------------
 
     def __setitem__(self, key: Key, value: Typed) -> None:
-        recording = self.recording
-        if recording is not None:
-            recording.append(key)
         if dict.__contains__(self, key):  # decoded versions are kept only of keys the dict holds
             self._drop_decoded(key)
         if len(value[1]) >= MIN_ENCODE and _eligible(value):

@@ -2,8 +2,9 @@
 change log, with the residency's byte counts kept exact and a failed write taken back whole.
 
 ``base`` is the InMemorySaver-shaped object LangGraph called (the saver, or a shallow copy of it
-with another serde, as ``with_allowlist`` makes): InMemorySaver's own code serialises and stores,
-into the cache's dicts, which ``base`` shares.
+with another serde, as ``with_allowlist`` makes): its serde serialises; the values go into the
+cache's dicts, which ``base`` shares. ``put`` stores what InMemorySaver's would (the same tuples,
+under the same keys); ``put_writes`` is InMemorySaver's own.
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    get_checkpoint_metadata,
+)
 from langgraph.checkpoint.memory import InMemorySaver
 
-from persistence.codec import Key, Typed, is_encoded
+from persistence.codec import Typed
 from persistence.errors import HybridSaverError, InvalidValue
 from persistence.memory.cache import MemoryCache
 from persistence.memory.changes import mark
 from persistence.memory.residency import Resident
 from persistence.memory.sizes import blob_size, checkpoint_size, write_size
 from persistence.packed import PACK_AFTER, Packed, pack
+
+EMPTY: Typed = ("empty", b"")  # a channel with a new version and no value (InMemorySaver's own)
 
 
 def unserialisable(exc: Exception, what: str) -> Exception:
@@ -80,53 +89,39 @@ def put_checkpoint(
     ns: str,
     limit: int,
 ) -> RunnableConfig:
-    """Store one checkpoint and its new channel values. Under the cache's lock."""
-    thread_id, checkpoint_id = config["configurable"]["thread_id"], checkpoint["id"]
+    """Store one checkpoint and its new channel values. Under the cache's lock.
+
+    InMemorySaver's ``put`` in two steps: everything is serialised (and its size checked) before
+    anything is stored, so a value the serde refuses leaves nothing behind; then the values are
+    stored, logged for the next backup and counted, with the key tuples made here kept by the
+    dicts and the thread's key set alike."""
+    conf = config["configurable"]
+    thread_id, checkpoint_id, parent_id = conf["thread_id"], checkpoint["id"], conf.get("checkpoint_id")
     if cache.guard:
-        cache.guard.check(thread_id, ns, config["configurable"].get("checkpoint_id"))
-    storage, blobs = cache.storage, cache.blobs
-    old_cp = storage.get(thread_id, {}).get(ns, {}).get(checkpoint_id)
-    keys = [(thread_id, ns, k, v) for k, v in new_versions.items()]
-    raw = dict.get  # the stored (encoded) values: what a failed put puts back and the sizes count
-    old_blobs = [raw(blobs, k) for k in keys]
-    # the blob dict's own key objects, for the thread's key set (an equal copy would cost a tuple each)
-    put_keys: list[Key] = []
-    blobs.recording = put_keys
+        cache.guard.check(thread_id, ns, parent_id)
+    dumps = base.serde.dumps_typed
+    c = checkpoint.copy()
+    values: dict[str, Any] = c.pop("channel_values")  # type: ignore[misc]
     try:
-        result = InMemorySaver.put(base, config, checkpoint, metadata, new_versions)
-        saved = storage[thread_id][ns][checkpoint_id]
-        check_size(saved[0], "the checkpoint", limit)
-        for key in keys:
-            # the size LangGraph serialised (what the limit is documented for), not the compressed one:
-            # an encoded value is read back decoded (its newest version is kept decoded: no work)
-            stored: Typed = dict.__getitem__(blobs, key)
-            if len(stored[1]) > limit or is_encoded(stored[0]):
-                check_size(blobs[key], f"channel {key[2]!r}", limit)
+        new_blobs = [
+            ((thread_id, ns, k, v), dumps(values[k]) if k in values else EMPTY) for k, v in new_versions.items()
+        ]
+        saved = (dumps(c), dumps(get_checkpoint_metadata(config, metadata)), parent_id)
     except Exception as exc:
-        # InMemorySaver may have stored part of it before failing: take it back
-        for key, old in zip(keys, old_blobs, strict=True):
-            if old is None:
-                blobs.pop(key, None)
-            else:
-                blobs.store_raw(key, old)
-        cps = storage.get(thread_id, {}).get(ns, {})
-        if old_cp is None:
-            cps.pop(checkpoint_id, None)
-        else:
-            cps[checkpoint_id] = old_cp
         raise unserialisable(exc, "the checkpoint") from exc
-    finally:
-        blobs.recording = None
-    if put_keys != keys:  # InMemorySaver assigns them in the order of new_versions: the usual case
-        shared = {k: k for k in put_keys}
-        keys = [shared.get(k, k) for k in keys]
-    else:
-        keys = put_keys
-    grown = checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0)
-    log = cache.changes
-    mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
+    check_size(saved[0], "the checkpoint", limit)
+    for key, typed in new_blobs:
+        if len(typed[1]) > limit:
+            check_size(typed, f"channel {key[2]!r}", limit)
+    blobs, log = cache.blobs, cache.changes
+    cps = cache.storage[thread_id][ns]
+    old_cp = cps.get(checkpoint_id)
+    raw = dict.get  # the stored (encoded) values: what the sizes count
     blob_keys, logged = entry.blob_keys, log.blobs
-    for key, old in zip(keys, old_blobs, strict=True):
+    grown = 0
+    for key, typed in new_blobs:
+        old = raw(blobs, key)
+        blobs[key] = typed
         value: Typed = dict.__getitem__(blobs, key)
         blob_keys[key] = None
         if old is None:
@@ -135,10 +130,13 @@ def put_checkpoint(
         else:
             grown += blob_size(value) - blob_size(old)
             logged[key] = (True, value)
-    grown += _pack_parent(cache, thread_id, ns, checkpoint_id, config["configurable"].get("checkpoint_id"))
+    cps[checkpoint_id] = saved
+    grown += checkpoint_size(saved) - (checkpoint_size(old_cp) if old_cp is not None else 0)
+    mark(log.checkpoints, (thread_id, ns, checkpoint_id), old_cp is not None, saved)
+    grown += _pack_parent(cache, thread_id, ns, checkpoint_id, parent_id)
     cache.residency.grow(entry, grown)
     cache.touch(entry)
-    return result
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
 
 def _pack_parent(cache: MemoryCache, thread_id: str, ns: str, child_id: str, parent_id: str | None) -> int:
