@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 RESTORE_WAIT = 120
 
 
+def restore_lock_key(schema: str) -> str:
+    """The advisory lock a restore of every thread holds (exclusive) and claims take (shared)."""
+    return f"hybrid_saver.restore:{schema}"
+
+
 @dataclass(frozen=True)
 class Member:
     """A saver on the store, as its row and its lease say (figures as of its last heartbeat)."""
@@ -224,7 +229,7 @@ class Membership:
             if wait_restore:
                 conn.execute(
                     "SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock_shared(hashtext(%s))",
-                    (f"{RESTORE_WAIT}s", f"hybrid_saver.restore:{self.schema}"),
+                    (f"{RESTORE_WAIT}s", restore_lock_key(self.schema)),
                 )
             rows = conn.execute(
                 self._q(
@@ -246,32 +251,51 @@ class Membership:
                     held[dec(r[0])] = int(r[1])
         return granted, held
 
-    def release(self, pairs: Sequence[tuple[str, int]], *, to: int | None = None) -> int:
-        """Give back threads (each with the token it was held with); returns how many rows went.
-
-        With ``to`` (the member that asked for them) the threads pass to that member instead of
-        becoming free, so another claim cannot take them in between (no ping-pong under contention)."""
+    def release(self, pairs: Sequence[tuple[str, int]]) -> int:
+        """Give back threads (each with the token it was held with); returns how many rows went."""
         if not pairs:
             return 0
         keys, tokens = [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
         with pool_connection(self.pool) as conn:
-            if to is None:
-                cur = conn.execute(
-                    self._q(
-                        "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
-                        "(SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
-                    ),
-                    (self.instance_id, keys, tokens),
-                )
-            else:
-                cur = conn.execute(
-                    self._q(
-                        "UPDATE {s}.owners SET owner = %s, token = nextval(%s::regclass), since = now() "
-                        "WHERE owner = %s AND (thread_id, token) IN (SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
-                    ),
-                    (to, _qualified(self.schema, "owner_tokens"), self.instance_id, keys, tokens),
-                )
+            cur = conn.execute(
+                self._q(
+                    "DELETE FROM {s}.owners WHERE owner = %s AND (thread_id, token) IN "
+                    "(SELECT * FROM unnest(%s::bytea[], %s::bigint[]))"
+                ),
+                (self.instance_id, keys, tokens),
+            )
             return max(cur.rowcount, 0)
+
+    def hand_over(self, pairs: Sequence[tuple[str, int]], to: int) -> dict[str, int]:
+        """Pass threads (each with the token it was held with) to member ``to``, the one that asked for
+        them, instead of freeing them: another claim cannot take them in between (no ping-pong under
+        contention). Returns the new tokens, the asker's claim already made, when no restore of every
+        thread held the store (the gate a claim waits at, tried here without waiting: a handoff never
+        waits for a restore, which may itself be waiting for this member); else ``{}`` and the asker
+        claims them, waiting at the gate."""
+        if not pairs:
+            return {}
+        keys, tokens = [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
+        with pool_connection(self.pool) as conn:
+            rows = conn.execute(
+                self._q(
+                    "WITH gate AS (SELECT pg_try_advisory_xact_lock_shared(hashtext(%s)) AS open) "
+                    "UPDATE {s}.owners SET owner = %s, token = nextval(%s::regclass), since = now() "
+                    "WHERE owner = %s AND (thread_id, token) IN (SELECT * FROM unnest(%s::bytea[], %s::bigint[])) "
+                    "RETURNING thread_id, token, (SELECT open FROM gate)"
+                ),
+                (
+                    restore_lock_key(self.schema),
+                    to,
+                    _qualified(self.schema, "owner_tokens"),
+                    self.instance_id,
+                    keys,
+                    tokens,
+                ),
+            ).fetchall()
+        if not all(r[2] for r in rows):
+            return {}
+        return {dec(r[0]): int(r[1]) for r in rows}
 
     def release_all(self) -> int:
         """Give back every thread this member owns."""
@@ -423,4 +447,4 @@ def _qualified(schema: str, name: str) -> str:
     return '"' + schema.replace('"', '""') + '".' + name
 
 
-__all__ = ["RESTORE_WAIT", "Member", "Membership", "default_name"]
+__all__ = ["RESTORE_WAIT", "Member", "Membership", "default_name", "restore_lock_key"]

@@ -152,8 +152,17 @@ class Ownership:
                         thread_id=threads[0],
                         owner=owner,
                     )
+                # the owner passed them to this member and made its claim (see Membership.hand_over)
+                tokens = answer.result.get("tokens") if not for_restore else None
+                if isinstance(tokens, dict):
+                    got = {t: int(tokens[t]) for t in threads if t in tokens}
+                    granted.update(got)
+                    todo = [t for t in todo if t not in got]
                 if answer.result.get("busy"):
                     time.sleep(0.02)
+            if not todo:
+                self._count(granted, handed, started)
+                return granted
 
     def _count(self, granted: dict[str, int], handed: set[str], started: float) -> None:
         moved = len(handed.intersection(granted))

@@ -2,8 +2,10 @@
 
 A command is a row of the ``commands`` table (who asked whom for what, and the answer) plus a
 NOTIFY on the target member's channel. The member runs it in a worker thread and writes the answer
-into the row; a sender that is itself a member is woken by a NOTIFY on its own channel, any other
-sender polls the row. What a command does is up to the handler the member gives its listener:
+into the row; a sender that is itself a member is woken by a NOTIFY on its own channel, which
+carries the answer too (when it fits), any other sender polls the row. The rows are written with
+``synchronous_commit`` off: a command lost with a crash of PostgreSQL is one its sender sees time
+out and sends again, so a handoff does not wait for two WAL flushes it does not need. What a command does is up to the handler the member gives its listener:
 this module knows nothing of savers.
 """
 
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -63,9 +65,33 @@ class Answer:
         return self.error is None
 
 
+#: the longest reply NOTIFY that carries its answer (PostgreSQL's limit is 8,000 bytes)
+INLINE_ANSWER_BYTES = 7000
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
 class _Waiter:
     def __init__(self) -> None:
         self.event = threading.Event()
+        #: the answer, when the reply's NOTIFY carried it
+        self.answer: Answer | None = None
+
+
+def _answer_from(request_id: str, message: dict[str, Any]) -> Answer | None:
+    found = message.get("answer")
+    if not isinstance(found, dict):
+        return None
+    try:
+        return Answer(
+            request_id,
+            int(found["target"]),
+            str(found["op"]),
+            dict(found.get("result") or {}),
+            found.get("error"),
+            datetime.fromisoformat(found["answered_at"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # the sender reads the row instead
 
 
 class CommandListener:
@@ -142,6 +168,7 @@ class CommandListener:
             with self._waiters_lock:
                 waiter = self._waiters.get(str(reply_to))
             if waiter is not None:
+                waiter.answer = _answer_from(str(reply_to), message)
                 waiter.event.set()
             return
         if "op" not in message or "request_id" not in message:
@@ -163,21 +190,32 @@ class CommandListener:
         except Exception as exc:  # noqa: BLE001 - the sender gets a sentence, the log the traceback
             logger.exception("command %s failed", command.get("op"))
             error = f"{type(exc).__name__}: {exc}"
+        result_json = json.dumps(result or {}, default=str)
+        update = sql.SQL(
+            "UPDATE {}.commands SET answered_at = now(), answered_by = %s, result = %s, error = %s WHERE request_id = %s"
+        ).format(sql.Identifier(self.schema))
+        params: tuple[Any, ...] = (self.instance_id, result_json, error, request_id)
+        sender = command.get("from")
         try:
             with self.store.pool.connection() as conn:
+                if sender is None:  # a sender that is no member polls the row
+                    conn.execute(sql.SQL("WITH u AS ({}) SELECT " + _ASYNC_COMMIT).format(update), params)
+                    return
+                answered = {
+                    "target": self.instance_id,
+                    "op": command.get("op"),
+                    "result": json.loads(result_json),
+                    "error": error,
+                    "answered_at": datetime.now(UTC).isoformat(),
+                }
+                reply = json.dumps({"reply_to": request_id, "answer": answered}, default=str)
+                if len(reply.encode()) > INLINE_ANSWER_BYTES:
+                    reply = json.dumps({"reply_to": request_id})
+                # one statement, one transaction: the row and the wake-up (sent at its commit)
                 conn.execute(
-                    sql.SQL(
-                        "UPDATE {}.commands SET answered_at = now(), answered_by = %s, result = %s, error = %s "
-                        "WHERE request_id = %s"
-                    ).format(sql.Identifier(self.schema)),
-                    (self.instance_id, json.dumps(result or {}, default=str), error, request_id),
+                    sql.SQL("WITH u AS ({}) SELECT " + _ASYNC_COMMIT + ", pg_notify(%s, %s)").format(update),
+                    (*params, member_channel(self.schema, int(sender)), reply),
                 )
-                sender = command.get("from")
-                if sender is not None:
-                    conn.execute(
-                        "SELECT pg_notify(%s, %s)",
-                        (member_channel(self.schema, int(sender)), json.dumps({"reply_to": request_id})),
-                    )
         except psycopg.Error as exc:
             logger.warning("could not answer command %s: %s", command.get("op"), type(exc).__name__)
 
@@ -204,15 +242,16 @@ def post(
 ) -> str:
     """Log a command for member ``target`` and notify it; return its request id (see :func:`wait`)."""
     request_id = request_id or new_request_id()
+    payload = json.dumps({"op": op, "request_id": request_id, "from": sender, **args}, default=str)
     with pool.connection() as conn:
+        # one statement, one transaction: the row and the notification (sent at its commit)
         conn.execute(
             sql.SQL(
-                "INSERT INTO {}.commands (request_id, sender, target, op, args) VALUES (%s, %s, %s, %s, %s)"
+                "WITH c AS (INSERT INTO {}.commands (request_id, sender, target, op, args) VALUES (%s, %s, %s, %s, %s)) "
+                "SELECT " + _ASYNC_COMMIT + ", pg_notify(%s, %s)"
             ).format(sql.Identifier(schema)),
-            (request_id, sender, target, op, json.dumps(args, default=str)),
+            (request_id, sender, target, op, json.dumps(args, default=str), member_channel(schema, target), payload),
         )
-        payload = json.dumps({"op": op, "request_id": request_id, "from": sender, **args}, default=str)
-        conn.execute("SELECT pg_notify(%s, %s)", (member_channel(schema, target), payload))
     return request_id
 
 
@@ -242,16 +281,27 @@ def wait(
     """Wait up to ``timeout`` seconds for the answer of ``request_id``; None when none came.
 
     With a ``listener`` and the ``waiter`` it returned from ``expect`` (registered before the command
-    was posted), the sender sleeps until the member's reply arrives; otherwise it polls the row.
+    was posted), the sender sleeps until the member's reply arrives, and takes the answer it carries
+    (reading the row only when it carries none, or once a second in case a reply was missed);
+    otherwise it polls the row.
     """
     deadline = time.monotonic() + timeout
+    first = True
     try:
         while True:
-            found = answer(pool, schema, request_id)
+            if waiter is not None and waiter.answer is not None:
+                return waiter.answer
+            listening = waiter is not None and listener is not None and listener.listening.is_set()
             left = deadline - time.monotonic()
-            if found is not None or left <= 0:
-                return found
-            if waiter is not None and listener is not None and listener.listening.is_set():
+            # while listening, the reply wakes this sender: no need to read the row before the first wait
+            if not (first and listening and left > 0):
+                found = answer(pool, schema, request_id)
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return found
+            first = False
+            if listening:
+                assert waiter is not None
                 waiter.event.wait(min(left, 1.0))
                 waiter.event.clear()
             else:

@@ -36,7 +36,7 @@ from persistence.errors import (
     ThreadNotFound,
 )
 from persistence.fleet.member import FleetMember
-from persistence.fleet.membership import Membership
+from persistence.fleet.membership import Membership, restore_lock_key
 from persistence.fleet.messenger import Messenger
 from persistence.fleet.ownership import WARM_FIRST_BYTES, Ownership
 from persistence.fleet.remote import CommandTimeout
@@ -383,7 +383,7 @@ class _Hold:
         self._conn = conn
         try:
             conn.execute(f"SET lock_timeout = '{RESTORE_LOCK_TIMEOUT}s'")
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"hybrid_saver.restore:{self._membership.schema}",))
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (restore_lock_key(self._membership.schema),))
         except psycopg.errors.LockNotAvailable:
             raise ThreadBusy(
                 f"Another restore of this store has been running for over {RESTORE_LOCK_TIMEOUT} s; nothing was "
