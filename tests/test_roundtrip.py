@@ -218,3 +218,29 @@ def test_retention_keeps_last_n_and_compacts(open_saver: Callable[..., HybridSav
     oldest = min(gens)
     saver.restore(oldest)
     assert len(saver.storage["t"][""]) == 1
+
+
+def test_a_load_reads_the_same_rows_as_one_result_and_as_a_copy_stream(
+    open_saver: Callable[..., HybridSaver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load of a few threads reads one binary result, a batch streams through COPY: both give the
+    same snapshot, byte for byte, odd thread ids and namespaces included."""
+    import persistence.store.generations as generations
+
+    saver = open_saver()
+    tids = ["a", "nul\x00byte", "emoji 🧵", "'; DROP TABLE x; --", "x" * 2_000]
+    for k, tid in enumerate(tids):
+        head = None
+        for step in range(4):
+            head = put_checkpoint(saver, tid, {"m": f"{tid[:5]}-{step}", "n": step * k}, parent=head, step=step)
+        put_checkpoint(saver, tid, {"o": b"\x00\xff" * 50}, ns="child:1", step=9)
+        config = {"configurable": {"thread_id": tid, "checkpoint_ns": "", "checkpoint_id": head}}
+        saver.put_writes(config, [("m", "pending"), ("__error__", "boom")], "task-1")
+    saver.backup()
+    one_result = saver.store.load_threads(tids)
+    monkeypatch.setattr(generations, "SELECT_LOAD_MAX", 0)
+    streamed = saver.store.load_threads(tids)
+    assert set(one_result.storage) == set(tids)
+    assert one_result.storage == streamed.storage
+    assert one_result.writes == streamed.writes and len(one_result.writes) == len(tids)
+    assert dict(one_result.blobs) == dict(streamed.blobs) and len(one_result.blobs) == 4 * len(tids) * 2 + len(tids)
