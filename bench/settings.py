@@ -38,7 +38,8 @@ class Settings:
     #: threads of the random-access run (the budget holds a tenth of them) and its turns
     budget_threads: int = 2_000
     budget_turns: int = 2_000
-    #: handoff samples; fleet throughput seconds per member count and client threads
+    #: handoff samples; fleet throughput seconds per member count, and client threads per member (four
+    #: keep one member busy; more only add contention for its GIL)
     handoff_samples: int = 200
     fleet_seconds: float = 10.0
     fleet_clients: int = 4

@@ -59,6 +59,9 @@ def main() -> int:
     done = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a client's turns reuse one connection (and one thread here)
+        disable_nagle_algorithm = True  # a reply in two writes would otherwise wait for a delayed ACK
+
         def log_message(self, *_args: object) -> None:
             return
 
