@@ -152,7 +152,7 @@ TARGETS: list[Target] = [
     ),
     Target(
         "fleet_2_members_vs_1_throughput",
-        "turns per second, two members / one (sticky routing, same machine)",
+        "turns per second, two members / one (sticky routing, four clients per member, the fleets in alternate windows)",
         ">=",
         1.6,
         lambda r: r["fleet"]["throughput"]["ratio"],
