@@ -41,7 +41,7 @@ class Settings:
     #: handoff samples; fleet throughput seconds per member count, and client threads per member (four
     #: keep one member busy; more only add contention for its GIL)
     handoff_samples: int = 200
-    fleet_seconds: float = 10.0
+    fleet_seconds: float = 20.0
     fleet_clients: int = 4
     #: lengths (turns) at which the long conversation is measured
     long_turns: tuple[int, ...] = (100, 300, 1_000)

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from helpers.fleet import Driver, MemberProc, fleet_of, stop_all
 from helpers.state import settled_values
+from histories import put_checkpoint
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from agent import build_graph
 from agent.responder import OfflineResponder
 from persistence import HybridSaver
+from persistence.fleet.membership import restore_lock_key
 from persistence.store import Snapshot, Store
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -288,3 +290,47 @@ def test_a_member_joining_a_live_fleet_takes_no_threads_at_start(open_saver: Cal
         assert [m.content for m in values["messages"] if isinstance(m, HumanMessage)] == [f"my name is N{thread[1:]}"]
         assert first.stats().resident_threads == held_by_first
     assert second.stats().resident_threads == 2
+
+
+def test_a_handoff_passes_the_claim_made_unless_a_restore_of_everything_holds_the_store(
+    open_saver: Callable[..., HybridSaver], db_url: str
+) -> None:
+    """The holder passes a thread to the asker with the asker's claim made, so the asker loads it
+    without claiming again; while a restore of every thread holds the store, the holder passes the
+    thread but no token, and the asker claims it itself, at the gate that waits for the restore."""
+    a, b = open_saver(), open_saver()
+    first = put_checkpoint(a, "t", {"m": "one"})
+    claims: list[list[str]] = []
+    inner = b.membership.claim
+
+    def counted(thread_ids, **kwargs):  # type: ignore[no-untyped-def]
+        claims.append(list(thread_ids))
+        return inner(thread_ids, **kwargs)
+
+    b.membership.claim = counted  # type: ignore[method-assign]
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    assert b.get_tuple(config).checkpoint["id"] == first  # type: ignore[union-attr]
+    assert claims == [["t"]]  # refused (a held it), then a's hand-over made the claim
+    token = b.cache.entries["t"].token
+    assert b.membership.owned() == {"t": token}
+    second = put_checkpoint(b, "t", {"m": "two"}, parent=first, step=1)
+    run = b.backup()
+    assert run.ok and run.generation is not None  # the store's fencing takes the handed-over token
+    assert b.store.load_threads(["t"]).storage["t"][""].keys() == {first, second}
+
+    # b hands it back while a restore of every thread holds the restore lock: the thread passes to
+    # a (no other claim can take it in between), with no token
+    assert token is not None
+    b.release_threads(["t"])
+    b.membership.claim(["t"])
+    token = b.membership.owned()["t"]
+    with psycopg.connect(db_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (restore_lock_key(b.store.schema),))
+        assert b.membership.hand_over([("t", token)], a.instance_id) == {}
+        assert a.membership.owners_of(["t"]) == {"t": a.instance_id}
+        lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (restore_lock_key(b.store.schema),))
+    assert b.membership.owned() == {}
+    # once the lock is free, the same hand-over gives the token of the asker's row
+    passed = a.membership.owned()["t"]
+    handed = a.membership.hand_over([("t", passed)], b.instance_id)
+    assert handed == b.membership.owned() and handed["t"] > passed
