@@ -112,9 +112,11 @@ class FleetMember:
                     busy.append(tid)
             # passed to the asker: with its claim made here (when no restore holds the store) it
             # loads at once, one claim's round trips sooner
-            tokens = membership.hand_over(pairs, to) if to is not None else {}
+            tokens: dict[str, int] = {}
             if to is None:
                 membership.release(pairs)
+            else:
+                tokens = membership.hand_over(pairs, to)
             if pairs:
                 cache.complete = False
         return {"released": len(pairs), "busy": busy, "tokens": tokens}

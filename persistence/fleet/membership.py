@@ -255,7 +255,7 @@ class Membership:
         """Give back threads (each with the token it was held with); returns how many rows went."""
         if not pairs:
             return 0
-        keys, tokens = [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
+        keys, tokens = _columns(pairs)
         with pool_connection(self.pool) as conn:
             cur = conn.execute(
                 self._q(
@@ -275,7 +275,7 @@ class Membership:
         claims them, waiting at the gate."""
         if not pairs:
             return {}
-        keys, tokens = [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
+        keys, tokens = _columns(pairs)
         with pool_connection(self.pool) as conn:
             rows = conn.execute(
                 self._q(
@@ -440,6 +440,11 @@ def _program() -> str:
     script = sys.argv[0] if sys.argv and sys.argv[0] else "python"
     name = os.path.basename(script)
     return name[:-3] if name.endswith(".py") else name
+
+
+def _columns(pairs: Sequence[tuple[str, int]]) -> tuple[list[bytes], list[int]]:
+    """(thread, token) pairs as the two arrays a statement unnests."""
+    return [enc(t) for t, _ in pairs], [tok for _, tok in pairs]
 
 
 def _qualified(schema: str, name: str) -> str:

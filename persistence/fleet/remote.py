@@ -5,8 +5,9 @@ NOTIFY on the target member's channel. The member runs it in a worker thread and
 into the row; a sender that is itself a member is woken by a NOTIFY on its own channel, which
 carries the answer too (when it fits), any other sender polls the row. The rows are written with
 ``synchronous_commit`` off: a command lost with a crash of PostgreSQL is one its sender sees time
-out and sends again, so a handoff does not wait for two WAL flushes it does not need. What a command does is up to the handler the member gives its listener:
-this module knows nothing of savers.
+out and sends again, so a handoff does not wait for two WAL flushes it does not need. What a
+command does is up to the handler the member gives its listener: this module knows nothing of
+savers.
 """
 
 from __future__ import annotations

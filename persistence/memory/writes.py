@@ -1,5 +1,5 @@
 """The write path: ``put`` and ``put_writes`` applied to the cache under its lock and tracked in the
-change log, with the residency's byte counts kept exact and a failed write taken back whole.
+change log, with the residency's byte counts kept exact and a failed write leaving nothing behind.
 
 ``base`` is the InMemorySaver-shaped object LangGraph called (the saver, or a shallow copy of it
 with another serde, as ``with_allowlist`` makes): its serde serialises; the values go into the
